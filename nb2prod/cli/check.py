@@ -1,0 +1,53 @@
+"""``nb2prod check`` and ``nb2prod compile``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from nb2prod.cli import cli
+from nb2prod.cli.render import print_issues, print_spec
+
+
+@cli.command()
+@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the pipeline.json schema) on stdout.")
+def check(notebook: str, as_json: bool) -> None:
+    """Validate NOTEBOOK and print its stage DAG."""
+    from nb2prod.core.builder import build_spec
+    from nb2prod.core.spec import SCHEMA_VERSION, Issue
+    from nb2prod.errors import NotebookError
+
+    try:
+        spec = build_spec(notebook)
+        data = spec.to_dict()
+        errors = spec.errors
+    except NotebookError as exc:
+        errors = [Issue(exc.message)]
+        data = {"schema_version": SCHEMA_VERSION, "notebook": str(Path(notebook).resolve()), "dialect": None,
+                "parameters": {}, "stages": {}, "edges": [], "warnings": [],
+                "errors": [{"message": exc.message, "cell_index": None, "cell_id": None, "stage": None}]}
+        spec = None
+    if as_json:
+        click.echo(json.dumps(data))
+        print_issues(errors, [] if spec is None else spec.warnings)
+    elif spec is not None:
+        print_spec(spec)
+    else:
+        print_issues(errors, [])
+    if errors:
+        raise SystemExit(1)
+
+
+@cli.command("compile")
+@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False), help="Directory to write into.")
+def compile_(notebook: str, output_dir: str) -> None:
+    """Write pipeline.json and a standalone pipeline.py for NOTEBOOK into DIR."""
+    from nb2prod.core.compile import compile_notebook
+
+    written = compile_notebook(notebook, output_dir)
+    for path in written:
+        click.echo(str(path))

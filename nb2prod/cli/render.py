@@ -1,0 +1,41 @@
+"""Terminal rendering of specs and issues (rich, on stderr for diagnostics)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from nb2prod.core.spec import Issue, PipelineSpec
+
+stderr = Console(stderr=True, highlight=False)
+stdout = Console(highlight=False)
+
+
+def print_issues(errors: list[Issue], warnings: list[Issue]) -> None:
+    """Errors and warnings, one line each, on stderr."""
+    for w in warnings:
+        stderr.print(f"[yellow]warning:[/] {w}", markup=True, soft_wrap=True)
+    for e in errors:
+        stderr.print(f"[red]error:[/] {e}", markup=True, soft_wrap=True)
+
+
+def print_spec(spec: PipelineSpec) -> None:
+    """The human form of ``nb2prod check``."""
+    stdout.print(f"[bold]{spec.notebook}[/] ({spec.dialect} dialect)")
+    if spec.parameters:
+        table = Table("parameter", "type", "default", box=None, pad_edge=False)
+        for p in spec.parameters.values():
+            table.add_row(p.name, p.type, repr(p.default))
+        stdout.print(table)
+    table = Table("stage", "cells", "after", "inputs", "outputs", "settings", box=None, pad_edge=False)
+    for s in spec.stages.values():
+        settings = [f"{k}={v:g}" for k, v in s.resources.items()]
+        settings += [f"retries={s.retries}"] if s.retries else []
+        settings += [f"timeout={s.timeout:g}s"] if s.timeout else []
+        settings += ["nocache"] if s.nocache else []
+        table.add_row(s.name, ",".join(map(str, s.cells)), ",".join(s.upstream), ", ".join(s.inputs),
+                      ", ".join(s.outputs), " ".join(settings))
+    stdout.print(table)
+    print_issues(spec.errors, spec.warnings)
+    if spec.ok:
+        stdout.print(f"[green]ok[/]: {len(spec.stages)} stage(s), {len(spec.edges)} edge(s)")

@@ -1,0 +1,1 @@
+"""The pure core: notebook in, validated pipeline spec out. Stdlib + nbformat only."""

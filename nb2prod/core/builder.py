@@ -1,0 +1,365 @@
+"""Notebook → :class:`PipelineSpec`: assign cells to stages, infer the data flow, validate."""
+
+from __future__ import annotations
+
+import graphlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+from nb2prod.core import analysis, grammar
+from nb2prod.core.analysis import BUILTIN_NAMES, CellFlow
+from nb2prod.core.source import clean_source
+from nb2prod.core.spec import CellCode, Issue, Parameter, PipelineSpec, Stage
+from nb2prod.errors import NotebookError
+
+MAIN_STAGE = "main"
+
+
+@dataclass
+class _Cell:
+    index: int
+    id: str | None
+    code: str
+    tags: grammar.Directives
+    flow: CellFlow | None = None
+
+
+def read_notebook(path: str | Path) -> nbformat.NotebookNode:
+    """Read a notebook file, refusing anything that is not an nbformat >= 4 notebook."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NotebookError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NotebookError(f"{path}: cannot be read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise NotebookError(f"{path}: not a notebook (invalid JSON at line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+        raise NotebookError(f"{path}: not a notebook (no 'cells' list)")
+    if not isinstance(data.get("nbformat"), int) or data["nbformat"] < 4:
+        raise NotebookError(f"{path}: nbformat {data.get('nbformat')!r} is too old; "
+                            "open and save it in Jupyter to upgrade it to nbformat 4")
+    return nbformat.from_dict(data)
+
+
+def build_spec(path: str | Path) -> PipelineSpec:
+    """Read a notebook and build its validated pipeline spec (errors are in ``spec.errors``)."""
+    path = Path(path).resolve()
+    return spec_from_notebook(read_notebook(path), str(path))
+
+
+def spec_from_notebook(nb: nbformat.NotebookNode, notebook: str) -> PipelineSpec:
+    """Build the spec of an in-memory notebook."""
+    return _Builder(nb, notebook).build()
+
+
+class _Builder:
+    def __init__(self, nb: nbformat.NotebookNode, notebook: str) -> None:
+        self.spec = PipelineSpec(notebook=notebook)
+        self.cells: list[_Cell] = []
+        self.setup: list[_Cell] = []
+        self.params_cell: _Cell | None = None
+        self.skipped: list[_Cell] = []
+        self.stage_cells: dict[str, list[_Cell]] = {}
+        self.kale_metric_names: list[tuple[str, _Cell]] = []
+        self._read_cells(nb)
+
+    def error(self, message: str, cell: _Cell | None = None, stage: str | None = None) -> None:
+        self.spec.errors.append(Issue(message, cell and cell.index, cell and cell.id, stage))
+
+    def warn(self, message: str, cell: _Cell | None = None, stage: str | None = None) -> None:
+        self.spec.warnings.append(Issue(message, cell and cell.index, cell and cell.id, stage))
+
+    # --- 1. cells and their directives --------------------------------------------
+    def _read_cells(self, nb: nbformat.NotebookNode) -> None:
+        for index, raw in enumerate(nb.cells):
+            if raw.get("cell_type") != "code":
+                continue
+            source = raw.get("source", "")
+            source = "".join(source) if isinstance(source, list) else source
+            tags = raw.get("metadata", {}).get("tags", []) or []
+            clean = clean_source(source)
+            cell = _Cell(index, raw.get("id"), clean.code, grammar.parse_tags(list(tags)))
+            if clean.stage_header is not None:
+                try:
+                    header = grammar.parse_stage_magic(clean.stage_header)
+                    cell.tags.stage, cell.tags.stage_dialect = header.stage, "nb2prod"
+                    cell.tags.after += header.after
+                    cell.tags.resources.update(header.resources)
+                    cell.tags.retries = header.retries if header.retries is not None else cell.tags.retries
+                    cell.tags.timeout = header.timeout if header.timeout is not None else cell.tags.timeout
+                    cell.tags.nocache |= header.nocache
+                except ValueError as exc:
+                    self.error(f"bad %%stage header: {exc}. Usage: {grammar.stage_magic_parser().usage}", cell)
+            for problem in cell.tags.problems:
+                self.error(problem, cell)
+            if cell.tags.role != "skip":
+                for message in clean.errors:
+                    self.error(message, cell)
+            self.cells.append(cell)
+
+    # --- 2. which cell belongs where -------------------------------------------------
+    def build(self) -> PipelineSpec:
+        dialects = {c.tags.stage_dialect for c in self.cells if c.tags.stage_dialect}
+        if len(dialects) > 1:
+            first_kale = next(c for c in self.cells if c.tags.stage_dialect == "kale")
+            self.error("the notebook mixes nb2prod tags (stage:) with Kale tags (step:/block:); "
+                       "use one dialect", first_kale)
+            return self.spec
+        self.spec.dialect = dialects.pop() if dialects else "nb2prod"
+        self._assign_cells()
+        for cell in [*self.setup, *(c for cs in self.stage_cells.values() for c in cs)]:
+            if not any(e.cell_index == cell.index for e in self.spec.errors):
+                cell.flow = analysis.analyze(cell.code)
+        self._read_parameters()
+        self._infer_flow()
+        self._order_stages()
+        return self.spec
+
+    def _assign_cells(self) -> None:
+        kale = self.spec.dialect == "kale"
+        current: str | None = None
+        for cell in self.cells:
+            tags = cell.tags
+            if tags.role == "parameters":
+                if self.params_cell is None:
+                    self.params_cell = cell
+                else:
+                    self.warn("a second parameters cell; like papermill, only the first one is used", cell)
+                    current = self._add_to(current, cell)
+                continue
+            if tags.role == "setup":
+                self.setup.append(cell)
+                continue
+            if tags.role == "skip":
+                self.skipped.append(cell)
+                continue
+            if tags.kale_metrics:
+                self.kale_metric_names += [(n, cell) for n in analysis.printed_names(cell.code)]
+                continue
+            if tags.stage:
+                if tags.stage in self.stage_cells and not kale:
+                    first = self.stage_cells[tags.stage][0]
+                    self.error(f"duplicate stage name {tags.stage!r} (first used in cell {first.index}); "
+                               "rename one of them", cell, tags.stage)
+                current = tags.stage
+            elif kale and current is None:
+                continue  # Kale: cells before the first step belong to no step
+            current = self._add_to(current, cell)
+        self.setup.sort(key=lambda c: (c.tags.kale_setup_order, c.index))
+
+    def _add_to(self, current: str | None, cell: _Cell) -> str:
+        name = current or MAIN_STAGE
+        self.stage_cells.setdefault(name, []).append(cell)
+        stage = self.spec.stages.setdefault(name, Stage(name))
+        tags = cell.tags
+        stage.cells.append(cell.index)
+        stage.after += [a for a in tags.after + tags.prev if a not in stage.after]
+        stage.resources.update(tags.resources)
+        stage.retries = tags.retries if tags.retries is not None else stage.retries
+        stage.timeout = tags.timeout if tags.timeout is not None else stage.timeout
+        stage.nocache |= tags.nocache
+        stage.input_files += tags.inputs
+        self.spec.cells[cell.index] = CellCode(cell.index, cell.id, cell.code)
+        return name
+
+    def _read_parameters(self) -> None:
+        cell = self.params_cell
+        for setup_cell in self.setup:
+            self.spec.setup_cells.append(setup_cell.index)
+            self.spec.cells[setup_cell.index] = CellCode(setup_cell.index, setup_cell.id, setup_cell.code)
+        if cell is None or any(e.cell_index == cell.index for e in self.spec.errors):
+            return
+        self.spec.parameters_cell = cell.index
+        self.spec.cells[cell.index] = CellCode(cell.index, cell.id, cell.code)
+        found, others = analysis.parameter_assignments(cell.code)
+        if others:
+            self.warn(f"the parameters cell has {others} statement(s) that are not NAME = literal; "
+                      "they run in every stage, and names they bind have type 'any'", cell)
+        for name, (literal, value) in found.items():
+            self.spec.parameters[name] = Parameter(name, _type_name(value) if literal else "any",
+                                                   _jsonable(value) if literal else None)
+
+    # --- 3. data flow --------------------------------------------------------------
+    def _infer_flow(self) -> None:
+        functions: dict[str, set[str]] = {}
+        for cell in [*self.setup, *(c for cs in self.stage_cells.values() for c in cs)]:
+            if cell.flow:
+                for name, names in cell.flow.functions.items():
+                    functions.setdefault(name, set()).update(names)
+        available = set(self.spec.parameters) | BUILTIN_NAMES
+        star = False
+        for cell in self.setup:
+            if cell.flow:
+                available |= cell.flow.defines
+                star |= cell.flow.star_import
+        order = list(self.stage_cells)
+        defines: dict[str, set[str]] = {}
+        for position, name in enumerate(order):
+            stage = self.spec.stages[name]
+            reads, defined, mutated = self._stage_reads(self.stage_cells[name], functions)
+            defines[name] = defined
+            stage.parameters_read = sorted(r for r in reads if r in self.spec.parameters)
+            for read, cell in reads.items():
+                producer = self._producer(read, order[:position], defines, name)
+                if producer:
+                    stage.inputs.append(read)
+                    self._edge(producer, name)
+                    self.spec.stages[producer].outputs.append(read)
+                    if read in mutated:
+                        stage.mutated_inputs.append(read)
+                elif read in available or star:
+                    continue
+                elif self.spec.dialect == "kale" and any(read in d for d in defines.values()):
+                    continue  # warned in _producer
+                else:
+                    self.error(self._undefined_hint(read, order[position + 1:], defines), cell, name)
+            for call in sorted({c for cell in self.stage_cells[name] if cell.flow
+                                for c in cell.flow.nondeterministic}) if not stage.nocache else []:
+                self.warn(f"calls {call}(), which is not deterministic; tag the stage `nocache` "
+                          "so its cached result is never reused", self.stage_cells[name][0], name)
+            self._metrics(stage, self.stage_cells[name])
+        for name in order:
+            stage = self.spec.stages[name]
+            stage.outputs = sorted(set(stage.outputs))
+            for after in stage.after:
+                if after not in self.spec.stages:
+                    known = ", ".join(self.spec.stages) or "none"
+                    self.error(f"depends on unknown stage {after!r} (known stages: {known})",
+                               self._cell_with_dep(name, after), name)
+                else:
+                    self._edge(after, name)
+        self._kale_metrics(order, defines)
+
+    def _stage_reads(self, cells: list[_Cell], functions: dict[str, set[str]]):
+        reads: dict[str, _Cell] = {}
+        defined: set[str] = set()
+        mutated: set[str] = set()
+        for cell in cells:
+            if not cell.flow:
+                continue
+            names = list(cell.flow.reads)
+            for used in cell.flow.loads & functions.keys():
+                names += sorted(_closure(used, functions) - cell.flow.defines)
+            for read in names:
+                if read not in defined and read not in reads and read not in BUILTIN_NAMES:
+                    reads[read] = cell
+            defined |= cell.flow.defines
+            mutated |= cell.flow.mutates
+        return reads, defined, mutated
+
+    def _producer(self, read: str, earlier: list[str], defines: dict[str, set[str]], stage: str) -> str | None:
+        if self.spec.dialect == "nb2prod":
+            return next((s for s in reversed(earlier) if read in defines[s]), None)
+        ancestors = self._kale_ancestors(stage)
+        producer = next((s for s in reversed(list(defines)) if s in ancestors and read in defines[s]), None)
+        if producer is None and any(read in defines[s] for s in defines if s != stage):
+            other = next(s for s in defines if s != stage and read in defines[s])
+            self.warn(f"reads {read!r}, which only step {other!r} defines, but {other!r} is not an "
+                      f"ancestor; add the tag prev:{other}", self.stage_cells[stage][0], stage)
+        return producer
+
+    def _kale_ancestors(self, stage: str) -> set[str]:
+        seen: set[str] = set()
+        todo = list(self.spec.stages[stage].after)
+        while todo:
+            name = todo.pop()
+            if name not in seen and name in self.spec.stages:
+                seen.add(name)
+                todo += self.spec.stages[name].after
+        return seen
+
+    def _undefined_hint(self, read: str, later: list[str], defines: dict[str, set[str]]) -> str:
+        definer = next((s for s in later if read in defines.get(s, ()) or
+                        any(c.flow and read in c.flow.defines for c in self.stage_cells[s])), None)
+        if definer:
+            return (f"reads {read!r} before any stage defines it: it is first defined in later stage "
+                    f"{definer!r}; move the cell, or define {read!r} earlier")
+        if any(read in analysis.analyze(c.code).defines for c in self.skipped if _parses(c.code)):
+            return f"reads {read!r}, which is defined only in a cell tagged `skip`; untag that cell or tag it `setup`"
+        return (f"reads {read!r}, which no upstream stage, parameter, setup cell or builtin defines; "
+                "define it in an earlier stage or a `setup` cell")
+
+    def _cell_with_dep(self, stage: str, dep: str) -> _Cell:
+        cells = self.stage_cells[stage]
+        return next((c for c in cells if dep in c.tags.after + c.tags.prev), cells[0])
+
+    def _edge(self, a: str, b: str) -> None:
+        if (a, b) not in self.spec.edges and a != b:
+            self.spec.edges.append((a, b))
+
+    def _metrics(self, stage: Stage, cells: list[_Cell]) -> None:
+        for cell in cells:
+            if cell.tags.metrics and cell.flow:
+                stage.metrics += sorted(cell.flow.defines - set(stage.metrics))
+
+    def _kale_metrics(self, order: list[str], defines: dict[str, set[str]]) -> None:
+        for name, cell in self.kale_metric_names:
+            definer = next((s for s in reversed(order) if name in defines[s]), None)
+            if definer is None:
+                self.error(f"pipeline-metrics prints {name!r}, which no step defines", cell)
+            elif name not in self.spec.stages[definer].metrics:
+                self.spec.stages[definer].metrics.append(name)
+
+    def _order_stages(self) -> None:
+        position = {name: i for i, name in enumerate(self.spec.stages)}
+        sorter = graphlib.TopologicalSorter({n: set() for n in self.spec.stages})
+        for a, b in self.spec.edges:
+            sorter.add(b, a)
+        try:
+            sorter.prepare()
+        except graphlib.CycleError as exc:
+            cycle = exc.args[1]
+            self.error("the stages form a cycle: " + " -> ".join(cycle) +
+                       "; remove one of the after:/prev: dependencies", None, cycle[0])
+            return
+        ordered: list[str] = []
+        while sorter.is_active():
+            ready = sorted(sorter.get_ready(), key=position.__getitem__)
+            ordered += ready
+            sorter.done(*ready)
+        for name in ordered:
+            self.spec.stages[name].upstream = sorted({a for a, b in self.spec.edges if b == name},
+                                                     key=position.__getitem__)
+        self.spec.stages = {n: self.spec.stages[n] for n in ordered}
+        self.spec.edges.sort(key=lambda e: (position[e[0]], position[e[1]]))
+
+
+def _closure(name: str, functions: dict[str, set[str]]) -> set[str]:
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        for used in functions.get(todo.pop(), ()):
+            if used not in seen:
+                seen.add(used)
+                todo.append(used)
+    return seen
+
+
+def _parses(code: str) -> bool:
+    try:
+        analysis.analyze(code)
+        return True
+    except SyntaxError:
+        return False
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "None"
+    for kind in (bool, int, float, str, list, dict):
+        if isinstance(value, kind):
+            return kind.__name__
+    return "any"
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, (tuple, set, frozenset)):
+        return list(value)
+    if isinstance(value, (bytes, complex)):
+        return repr(value)
+    return value

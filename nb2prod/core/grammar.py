@@ -1,0 +1,207 @@
+"""The cell-tag grammar of both dialects, and the ``%%stage`` header. One module owns it.
+
+nb2prod dialect: ``parameters``, ``stage:NAME``, ``after:NAME``, ``setup``, ``skip``, ``metrics``,
+``resources:cpu=N,gpu=N,memory=SIZE[,CUSTOM=N]``, ``gpu``, ``retries:N``, ``timeout:SECONDS``,
+``nocache``, ``inputs:PATH_OR_GLOB``.
+
+Kale dialect (read as-is): ``step:NAME``, ``block:NAME`` / bare ``block:``, ``prev:NAME``,
+``imports``, ``functions``, ``pipeline-parameters``, ``pipeline-metrics``, ``skip``,
+``limit:nvidia.com/gpu:N``; Kale's other tags (``annotation:``, ``label:``, ``image:``, ``limit:``,
+``cache:``) are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Literal
+
+NAME = r"[A-Za-z0-9_-]+"
+KALE_NAME = r"[_a-z][_a-z0-9]*"
+
+STAGE_TAG = re.compile(rf"^stage:({NAME})$")
+AFTER_TAG = re.compile(rf"^after:({NAME})$")
+RESOURCES_TAG = re.compile(r"^resources:(.+)$")
+RETRIES_TAG = re.compile(r"^retries:(\d+)$")
+TIMEOUT_TAG = re.compile(r"^timeout:(\d+(?:\.\d+)?)$")
+INPUTS_TAG = re.compile(r"^inputs:(.+)$")
+PARAMETERS_TAG = re.compile(r"^parameters$")
+SETUP_TAG = re.compile(r"^setup$")
+SKIP_TAG = re.compile(r"^skip$")
+METRICS_TAG = re.compile(r"^metrics$")
+GPU_TAG = re.compile(r"^gpu$")
+NOCACHE_TAG = re.compile(r"^nocache$")
+
+KALE_STEP_TAG = re.compile(rf"^step:({KALE_NAME})?$")
+KALE_BLOCK_TAG = re.compile(rf"^block:({KALE_NAME})?$")
+KALE_PREV_TAG = re.compile(rf"^prev:({KALE_NAME})$")
+KALE_IMPORTS_TAG = re.compile(r"^imports$")
+KALE_FUNCTIONS_TAG = re.compile(r"^functions$")
+KALE_PARAMETERS_TAG = re.compile(r"^pipeline-parameters$")
+KALE_METRICS_TAG = re.compile(r"^pipeline-metrics$")
+KALE_GPU_LIMIT_TAG = re.compile(r"^limit:nvidia\.com/gpu:(\d+)$")
+KALE_IGNORED_TAG = re.compile(r"^(annotation|label|image|limit|cache):.*$")
+
+STAGE_MAGIC = re.compile(r"^\s*%%stage(\s|$)")
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]i?)?B?$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+Role = Literal["code", "parameters", "setup", "skip"]
+Dialect = Literal["nb2prod", "kale"]
+
+
+@dataclass
+class Directives:
+    """What one cell's tags (or ``%%stage`` header) say."""
+
+    role: Role = "code"
+    stage: str | None = None
+    stage_dialect: Dialect | None = None
+    continues: bool = False  # Kale's bare ``block:``
+    after: list[str] = field(default_factory=list)
+    prev: list[str] = field(default_factory=list)
+    resources: dict[str, float] = field(default_factory=dict)
+    retries: int | None = None
+    timeout: float | None = None
+    nocache: bool = False
+    metrics: bool = False
+    kale_metrics: bool = False
+    kale_setup_order: int = 0  # imports (0) before functions (1)
+    inputs: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def parse_size(text: str) -> int:
+    """``"4GiB"`` → 4294967296, ``"512M"`` → 512000000, ``"1000"`` → 1000."""
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise ValueError(f"invalid size {text!r} (use e.g. 512M, 4GiB)")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[(unit or "").lower()])
+
+
+def parse_resources(spec: str) -> dict[str, float]:
+    """Parse ``cpu=2,gpu=1,memory=4GiB,node_type_a=1``; memory becomes bytes."""
+    resources: dict[str, float] = {}
+    for item in spec.split(","):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"resources entry {item!r} is not NAME=VALUE")
+        if key == "memory":
+            resources[key] = parse_size(value)
+        else:
+            try:
+                resources[key] = float(value)
+            except ValueError:
+                raise ValueError(f"resources value {value!r} for {key!r} is not a number") from None
+    return resources
+
+
+def parse_tags(tags: list[str]) -> Directives:
+    """Read a cell's tags (both dialects) into :class:`Directives`; bad tags land in ``problems``."""
+    d = Directives()
+    for tag in tags:
+        tag = tag.strip()
+        try:
+            _apply_tag(d, tag)
+        except ValueError as exc:
+            d.problems.append(f"tag {tag!r}: {exc}")
+    return d
+
+
+def _apply_tag(d: Directives, tag: str) -> None:
+    if m := STAGE_TAG.match(tag):
+        d.stage, d.stage_dialect = m.group(1), "nb2prod"
+    elif (m := KALE_STEP_TAG.match(tag)) or (m := KALE_BLOCK_TAG.match(tag)):
+        if m.group(1):
+            d.stage, d.stage_dialect = m.group(1), "kale"
+        elif tag.startswith("block:"):
+            d.continues, d.stage_dialect = True, "kale"
+        else:
+            raise ValueError("a step needs a name: step:NAME (lowercase letters, digits, _)")
+    elif m := AFTER_TAG.match(tag):
+        d.after.append(m.group(1))
+    elif m := KALE_PREV_TAG.match(tag):
+        d.prev.append(m.group(1))
+    elif PARAMETERS_TAG.match(tag) or KALE_PARAMETERS_TAG.match(tag):
+        d.role = "parameters"
+    elif SETUP_TAG.match(tag) or KALE_IMPORTS_TAG.match(tag):
+        d.role = "setup"
+    elif KALE_FUNCTIONS_TAG.match(tag):
+        d.role, d.kale_setup_order = "setup", 1
+    elif SKIP_TAG.match(tag):
+        d.role = "skip"
+    elif METRICS_TAG.match(tag):
+        d.metrics = True
+    elif KALE_METRICS_TAG.match(tag):
+        d.kale_metrics = True
+    elif GPU_TAG.match(tag):
+        d.resources.setdefault("gpu", 1.0)
+    elif m := KALE_GPU_LIMIT_TAG.match(tag):
+        d.resources["gpu"] = float(m.group(1))
+    elif m := RESOURCES_TAG.match(tag):
+        d.resources.update(parse_resources(m.group(1)))
+    elif m := RETRIES_TAG.match(tag):
+        d.retries = int(m.group(1))
+    elif m := TIMEOUT_TAG.match(tag):
+        d.timeout = float(m.group(1))
+    elif NOCACHE_TAG.match(tag):
+        d.nocache = True
+    elif m := INPUTS_TAG.match(tag):
+        d.inputs.append(m.group(1))
+    elif tag.startswith(("stage:", "after:", "retries:", "timeout:", "prev:")):
+        raise ValueError(_malformed_hint(tag))
+    elif KALE_IGNORED_TAG.match(tag):
+        pass  # Kale's Kubernetes-specific tags mean nothing on Ray
+
+
+def _malformed_hint(tag: str) -> str:
+    kind = tag.split(":", 1)[0]
+    return {
+        "stage": "stage names use letters, digits, '_' and '-' (stage:train_model)",
+        "after": "after:NAME names a stage (letters, digits, '_' and '-')",
+        "prev": "prev:NAME names a Kale step (lowercase letters, digits, '_')",
+        "retries": "retries:N takes a whole number",
+        "timeout": "timeout:SECONDS takes a number of seconds",
+    }[kind]
+
+
+class _ArgParser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would sys.exit(2)
+        raise ValueError(message)
+
+
+def stage_magic_parser() -> argparse.ArgumentParser:
+    """The ``%%stage NAME [options]`` argument parser, shared by the core and the magic."""
+    p = _ArgParser(prog="%%stage", add_help=False,
+                   usage="%%stage NAME [--after A]... [--gpu] [--cpu N] [--memory SIZE] "
+                         "[--retries N] [--timeout S] [--nocache]")
+    p.add_argument("name")
+    p.add_argument("--after", action="append", default=[])
+    p.add_argument("--gpu", nargs="?", const=1.0, type=float)
+    p.add_argument("--cpu", type=float)
+    p.add_argument("--memory")
+    p.add_argument("--retries", type=int)
+    p.add_argument("--timeout", type=float)
+    p.add_argument("--nocache", action="store_true")
+    return p
+
+
+def parse_stage_magic(line: str) -> Directives:
+    """Parse the arguments of a ``%%stage`` header line (without ``%%stage``) into Directives."""
+    args = stage_magic_parser().parse_args(shlex.split(line))
+    if not re.fullmatch(NAME, args.name):
+        raise ValueError(f"stage name {args.name!r}: use letters, digits, '_' and '-'")
+    d = Directives(stage=args.name, stage_dialect="nb2prod", after=list(args.after),
+                   retries=args.retries, timeout=args.timeout, nocache=args.nocache)
+    if args.gpu is not None:
+        d.resources["gpu"] = args.gpu
+    if args.cpu is not None:
+        d.resources["cpu"] = args.cpu
+    if args.memory is not None:
+        d.resources["memory"] = parse_size(args.memory)
+    return d

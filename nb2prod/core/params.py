@@ -1,0 +1,108 @@
+"""Parameters the papermill way: ``-p`` / ``-r`` / ``-f`` / ``-y``, then checked against the notebook.
+
+Precedence (as papermill's CLI): YAML files (``-f``) < YAML strings (``-y``) < ``-p`` < ``-r``.
+Values stay values: they are never spliced into source code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+from nb2prod.core.spec import Parameter, PipelineSpec
+from nb2prod.errors import ParameterError
+
+
+def infer_value(text: str) -> Any:
+    """papermill's ``-p`` inference: True/False/None, int, float, else the string itself."""
+    if text in ("True", "False"):
+        return text == "True"
+    if text == "None":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def collect_parameters(
+    params: Iterable[tuple[str, str]] = (),
+    raw: Iterable[tuple[str, str]] = (),
+    files: Iterable[str | Path] = (),
+    yamls: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Merge command-line parameters with papermill's precedence."""
+    merged: dict[str, Any] = {}
+    for path in files:
+        try:
+            merged.update(_load_yaml(Path(path).read_text(), str(path)))
+        except OSError as exc:
+            raise ParameterError(f"cannot read parameters file {path}: {exc.strerror}") from None
+    for text in yamls:
+        merged.update(_load_yaml(text, "-y"))
+    for name, value in params:
+        merged[name] = infer_value(value)
+    for name, value in raw:
+        merged[name] = value
+    return merged
+
+
+def _load_yaml(text: str, origin: str) -> dict[str, Any]:
+    import yaml
+
+    class NoDatesSafeLoader(yaml.SafeLoader):
+        """papermill's loader: dates stay strings."""
+
+    NoDatesSafeLoader.yaml_implicit_resolvers = {
+        key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    try:
+        data = yaml.load(text, Loader=NoDatesSafeLoader)
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"parameters from {origin} are not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ParameterError(f"parameters from {origin} must be a YAML mapping of NAME: VALUE")
+    return data
+
+
+def validate_parameters(spec: PipelineSpec, values: dict[str, Any]) -> dict[str, Any]:
+    """Check names and types against the notebook's parameters; return the checked overrides.
+
+    An int is accepted (and converted) where the default is a float; parameters whose default is
+    None or not a literal (type ``any``) accept any value; every other mismatch is an error.
+    """
+    known = spec.parameters
+    checked: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in known:
+            listing = ", ".join(f"{p.name} ({p.type})" for p in known.values()) or "none"
+            raise ParameterError(f"unknown parameter {name!r}; the notebook's parameters are: {listing}")
+        checked[name] = _coerce(known[name], value)
+    return checked
+
+
+def resolved_parameters(spec: PipelineSpec, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Every parameter's effective value: literal defaults updated with the overrides."""
+    values = {p.name: p.default for p in spec.parameters.values() if p.type != "any"}
+    values.update(overrides)
+    return values
+
+
+def _coerce(param: Parameter, value: Any) -> Any:
+    expected = param.type
+    if expected in ("any", "None"):
+        return value
+    if expected == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    kinds = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "dict": dict}
+    kind = kinds[expected]
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    hint = " (pass it with -r NAME VALUE to keep it a string)" if expected == "str" else ""
+    raise ParameterError(f"parameter {param.name!r} expects {expected} (default {param.default!r}), "
+                         f"got {type(value).__name__} {value!r}{hint}")
