@@ -1,0 +1,1 @@
+"""Runners: execute a pipeline spec on Ray with one :class:`~nb2prod.runner.options.RunOptions`."""

@@ -1,0 +1,193 @@
+"""The run-store API: runs, stage states and attempts, heartbeats, cancel requests.
+
+Written by the runner, read by every front end. A ``running`` run whose runner stopped
+heartbeating (or whose process on this host is gone) is turned into ``interrupted`` on read.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import delete, or_, select, update
+
+from nb2prod.core.status import RunStatus, StageStatus
+from nb2prod.errors import RunNotFound
+from nb2prod.store.db import session
+from nb2prod.store.models import AttemptRow, RunRow, StageRow
+
+HEARTBEAT_S = 2.0
+STALE_AFTER_S = 20.0
+
+
+def now() -> datetime:
+    """Naive UTC now (what the database stores)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def create_run(run_id: str, notebook: str, stages: list[str], *, notebook_sha256: str | None = None,
+               parameters: dict[str, Any] | None = None, options: dict[str, Any] | None = None,
+               origin: str = "cli", resumed_from: str | None = None) -> None:
+    """Record a new ``running`` run with all its stages ``pending``."""
+    t = now()
+    with session() as s, s.begin():
+        s.add(RunRow(id=run_id, notebook=notebook, notebook_sha256=notebook_sha256, status=RunStatus.RUNNING.value,
+                     origin=origin, created_at=t, started_at=t, heartbeat_at=t, pid=os.getpid(),
+                     host=socket.gethostname(), parameters=parameters or {}, options=options or {},
+                     resumed_from=resumed_from))
+        s.flush()
+        for i, name in enumerate(stages):
+            s.add(StageRow(run_id=run_id, name=name, position=i, status=StageStatus.PENDING.value))
+
+
+def update_run(run_id: str, **fields: Any) -> None:
+    with session() as s, s.begin():
+        s.execute(update(RunRow).where(RunRow.id == run_id).values(**fields))
+
+
+def heartbeat(run_id: str) -> bool:
+    """Refresh the run's heartbeat; returns whether a cancel was requested."""
+    with session() as s, s.begin():
+        s.execute(update(RunRow).where(RunRow.id == run_id).values(heartbeat_at=now()))
+        return bool(s.scalar(select(RunRow.cancel_requested).where(RunRow.id == run_id)))
+
+
+def update_stage(run_id: str, name: str, **fields: Any) -> None:
+    with session() as s, s.begin():
+        s.execute(update(StageRow).where(StageRow.run_id == run_id, StageRow.name == name).values(**fields))
+
+
+def add_attempt(run_id: str, stage: str, attempt: int, status: str, **fields: Any) -> None:
+    with session() as s, s.begin():
+        s.add(AttemptRow(run_id=run_id, stage=stage, attempt=attempt, status=status, **fields))
+
+
+def finish_run(run_id: str, status: RunStatus, error: dict[str, Any] | None = None) -> None:
+    """Mark the run finished; stages still pending/running become skipped/cancelled."""
+    t = now()
+    with session() as s, s.begin():
+        s.execute(update(RunRow).where(RunRow.id == run_id)
+                  .values(status=status.value, ended_at=t, heartbeat_at=t, error=error))
+        _close_stages(s, [run_id])
+
+
+def _close_stages(s, run_ids: list[str]) -> None:
+    s.execute(update(StageRow).where(StageRow.run_id.in_(run_ids), StageRow.status == StageStatus.RUNNING.value)
+              .values(status=StageStatus.CANCELLED.value))
+    s.execute(update(StageRow).where(StageRow.run_id.in_(run_ids), StageRow.status == StageStatus.PENDING.value)
+              .values(status=StageStatus.SKIPPED.value))
+
+
+def request_cancel(run_id: str) -> None:
+    update_run(run_id, cancel_requested=True)
+
+
+def resolve_run_id(run_id: str) -> str:
+    """The nb2prod run id for an nb2prod id, an MLflow parent run id, or a unique prefix of either."""
+    with session() as s:
+        found = s.scalars(select(RunRow.id).where(or_(RunRow.id == run_id, RunRow.mlflow_run_id == run_id))).all()
+        if not found and len(run_id) >= 4:
+            found = s.scalars(select(RunRow.id).where(or_(RunRow.id.startswith(run_id),
+                                                          RunRow.mlflow_run_id.startswith(run_id)))).all()
+    if len(found) != 1:
+        raise RunNotFound(f"no run {run_id!r}" if not found else f"run id prefix {run_id!r} is ambiguous")
+    return found[0]
+
+
+def reap_interrupted() -> list[dict[str, Any]]:
+    """Turn running runs whose runner died into ``interrupted``; return those whose MLflow run is still open."""
+    stale_before = now() - timedelta(seconds=STALE_AFTER_S)
+    host = socket.gethostname()
+    with session() as s, s.begin():
+        running = s.scalars(select(RunRow).where(RunRow.status == RunStatus.RUNNING.value)).all()
+        dead = [r for r in running if (r.heartbeat_at and r.heartbeat_at < stale_before)
+                or (r.host == host and r.pid and not _alive(r.pid))]
+        for r in dead:
+            r.status, r.ended_at = RunStatus.INTERRUPTED.value, r.heartbeat_at
+            r.error = {"type": "Interrupted", "message": "the runner process stopped without finishing the run; "
+                                                        f"resume it with `nb2prod resume {r.id}`"}
+        if dead:
+            _close_stages(s, [r.id for r in dead])
+        unclosed = s.scalars(select(RunRow).where(RunRow.status == RunStatus.INTERRUPTED.value,
+                                                  RunRow.mlflow_closed.is_(False),
+                                                  RunRow.mlflow_run_id.is_not(None))).all()
+        return [{"id": r.id, "mlflow_run_id": r.mlflow_run_id, "tracking_uri": r.tracking_uri} for r in unclosed]
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def get_run(run_id: str) -> dict[str, Any]:
+    """The run record (see ARCHITECTURE.md) for an nb2prod or MLflow run id."""
+    reap_interrupted()
+    run_id = resolve_run_id(run_id)
+    with session() as s:
+        run = s.get(RunRow, run_id)
+        stages = s.scalars(select(StageRow).where(StageRow.run_id == run_id).order_by(StageRow.position)).all()
+        return _record(run, stages)
+
+
+def list_runs(notebook: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """Most recent runs first, optionally of one notebook (absolute path)."""
+    reap_interrupted()
+    with session() as s:
+        query = select(RunRow).order_by(RunRow.created_at.desc()).limit(limit)
+        if notebook:
+            query = query.where(RunRow.notebook == notebook)
+        runs = s.scalars(query).all()
+        stages = s.scalars(select(StageRow).where(StageRow.run_id.in_([r.id for r in runs]))
+                           .order_by(StageRow.position)).all()
+        by_run: dict[str, list[StageRow]] = {}
+        for st in stages:
+            by_run.setdefault(st.run_id, []).append(st)
+        return [_record(r, by_run.get(r.id, [])) for r in runs]
+
+
+def attempts(run_id: str) -> list[dict[str, Any]]:
+    with session() as s:
+        rows = s.scalars(select(AttemptRow).where(AttemptRow.run_id == run_id).order_by(AttemptRow.id)).all()
+        return [{"stage": a.stage, "attempt": a.attempt, "status": a.status, "node": a.node, "error": a.error,
+                 "started_at": _iso(a.started_at), "ended_at": _iso(a.ended_at)} for a in rows]
+
+
+def delete_run(run_id: str) -> None:
+    with session() as s, s.begin():
+        s.execute(delete(RunRow).where(RunRow.id == run_id))
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.replace(tzinfo=timezone.utc).isoformat() if t else None
+
+
+def _record(run: RunRow, stages: list[StageRow]) -> dict[str, Any]:
+    end = run.ended_at or now()
+    return {
+        "id": run.id, "notebook": run.notebook, "status": run.status, "origin": run.origin,
+        "created_at": _iso(run.created_at), "started_at": _iso(run.started_at), "ended_at": _iso(run.ended_at),
+        "duration_s": round((end - run.started_at).total_seconds(), 3) if run.started_at else None,
+        "parameters": run.parameters, "options": run.options, "mlflow_run_id": run.mlflow_run_id,
+        "mlflow_experiment_id": run.mlflow_experiment_id, "tracking_uri": run.tracking_uri,
+        "error": run.error, "resumed_from": run.resumed_from, "notebook_sha256": run.notebook_sha256,
+        "stages": {st.name: {
+            "status": st.status, "started_at": _iso(st.started_at), "ended_at": _iso(st.ended_at),
+            "duration_s": st.duration_s, "attempts": st.attempts, "system_retries": st.system_retries,
+            "cached": st.status == StageStatus.CACHED.value, "cached_from": st.cached_from,
+            "mlflow_run_id": st.mlflow_run_id, "error": st.error,
+        } for st in stages},
+    }
