@@ -1,1 +1,82 @@
-"""``nb2prod runs``, ``status``, ``logs``, ``cancel``."""
+"""``nb2prod runs``, ``status``, ``logs``, ``cancel``: read and act on the run store."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.table import Table
+
+from nb2prod.cli import cli
+from nb2prod.cli.render import stdout
+
+
+@cli.command()
+@click.argument("notebook", required=False, type=click.Path(dir_okay=False))
+@click.option("-n", "--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def runs(notebook: str | None, limit: int, as_json: bool) -> None:
+    """Recent runs (of NOTEBOOK), newest first."""
+    from nb2prod import api
+
+    records = api.list_runs(notebook, limit)
+    if as_json:
+        click.echo(json.dumps(records))
+        return
+    table = Table("run", "status", "notebook", "started", "duration", "MLflow run", box=None, pad_edge=False)
+    for r in records:
+        table.add_row(r["id"], r["status"], r["notebook"], (r["started_at"] or "")[:19],
+                      f"{r['duration_s']:.1f}s" if r["duration_s"] is not None else "", r["mlflow_run_id"] or "")
+    stdout.print(table)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+def status(run_id: str, as_json: bool) -> None:
+    """Status of RUN_ID (nb2prod or MLflow run id) and its stages."""
+    from nb2prod import api
+
+    r = api.get_run(run_id)
+    if as_json:
+        click.echo(json.dumps(r))
+        return
+    stdout.print(f"run [bold]{r['id']}[/] {r['status']} — {r['notebook']}\nMLflow run {r['mlflow_run_id']} "
+                 f"({r['tracking_uri']})", soft_wrap=True)
+    table = Table("stage", "status", "attempts", "duration", "error", box=None, pad_edge=False)
+    for name, s in r["stages"].items():
+        error = s["error"]
+        text = f"cell {error.get('cell_index')}: {error['type']}: {error['message']}" if error else ""
+        table.add_row(name, s["status"], str(s["attempts"]),
+                      f"{s['duration_s']:.2f}s" if s["duration_s"] is not None else "", text)
+    stdout.print(table)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.argument("stage", required=False)
+def logs(run_id: str, stage: str | None) -> None:
+    """Captured stdout/stderr of RUN_ID's stages (or of STAGE)."""
+    from nb2prod import api
+    from nb2prod.errors import UsageError
+    from nb2prod.home import run_dir
+
+    record = api.get_run(run_id)
+    names = [stage] if stage else list(record["stages"])
+    if stage and stage not in record["stages"]:
+        raise UsageError(f"run {record['id']} has no stage {stage!r}; its stages: {', '.join(record['stages'])}")
+    for name in names:
+        path = run_dir(record["id"]) / "logs" / f"{name}.log"
+        if not stage:
+            click.secho(f"==> {name} <==", bold=True)
+        click.echo(path.read_text() if path.exists() else "", nl=False)
+
+
+@cli.command()
+@click.argument("run_id")
+def cancel(run_id: str) -> None:
+    """Cancel RUN_ID: its running stages are stopped, the run ends `cancelled`."""
+    from nb2prod import api
+
+    record = api.cancel_run(run_id)
+    click.echo(f"cancel requested for run {record['id']} ({record['status']})")

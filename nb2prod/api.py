@@ -1,0 +1,223 @@
+"""The Python API every front end calls (CLI, REST server, magics, scheduler)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nb2prod import __version__
+from nb2prod.core.builder import build_spec, read_notebook
+from nb2prod.core.params import resolved_parameters, validate_parameters
+from nb2prod.core.spec import PipelineSpec, load_spec
+from nb2prod.core.status import RunStatus
+from nb2prod.errors import NotebookError, UsageError, ValidationError
+from nb2prod.home import default_tracking_uri, run_dir
+from nb2prod.runner.options import RunOptions
+from nb2prod.store import runs as store
+
+MASK = "***"
+
+
+@dataclass
+class Prepared:
+    """A validated run request: spec, notebook, checked parameters."""
+
+    path: Path
+    spec: PipelineSpec
+    notebook: dict[str, Any]
+    sha256: str
+    overrides: dict[str, Any]
+    shown: dict[str, Any]
+    secret_values: list[str]
+    env: dict[str, str]
+    tracking_uri: str
+    experiment: str
+
+
+def check(path: str | Path) -> dict[str, Any]:
+    """The spec of a notebook as JSON-ready data; ``errors`` lists validation errors."""
+    return build_spec(path).to_dict()
+
+
+def prepare(path: str | Path, options: RunOptions) -> Prepared:
+    """Validate the notebook (or compiled pipeline.json) and the options; raise on any problem."""
+    path = Path(path).resolve()
+    if path.suffix == ".json":
+        spec = load_spec(path)
+        notebook = _notebook_for(spec)
+        raw = path.read_bytes()
+    else:
+        raw = _read_bytes(path)
+        notebook = read_notebook(path)
+        spec = build_spec(path)
+    if spec.errors:
+        listing = "\n".join(f"  - {e}" for e in spec.errors)
+        raise ValidationError(f"{path.name} is not a valid pipeline:\n{listing}",
+                              errors=[e.__dict__ for e in spec.errors])
+    for name in [*options.force, *options.stages]:
+        if name not in spec.stages:
+            raise UsageError(f"unknown stage {name!r}; the stages are: {', '.join(spec.stages)}")
+    overrides = validate_parameters(spec, options.parameters)
+    unknown_secrets = [s for s in options.secrets if s not in spec.parameters]
+    if unknown_secrets:
+        raise UsageError(f"--secret names unknown parameter(s): {', '.join(unknown_secrets)}")
+    missing_env = [name for name in options.env if name not in os.environ]
+    if missing_env:
+        raise UsageError(f"--env names variable(s) not set in this environment: {', '.join(missing_env)}")
+    env = {name: os.environ[name] for name in options.env}
+    shown = {k: (MASK if k in options.secrets else v) for k, v in resolved_parameters(spec, overrides).items()}
+    secret_values = [str(overrides[k]) for k in options.secrets if k in overrides and str(overrides[k])]
+    secret_values += [v for v in env.values() if v]
+    return Prepared(path, spec, notebook, hashlib.sha256(raw).hexdigest(), overrides, shown, secret_values, env,
+                    _absolute_uri(options.tracking_uri or default_tracking_uri()),
+                    options.experiment or Path(spec.notebook).stem)
+
+
+def run(path: str | Path, options: RunOptions | None = None, *, run_id: str | None = None, origin: str = "cli",
+        observer=None) -> dict[str, Any]:
+    """Run the pipeline in the foreground; returns the final run record (status inside, never raises
+    for a failing stage)."""
+    from nb2prod.runner.request import RunRequest
+    from nb2prod.runner.driver import drive, save_outputs
+
+    options = options or RunOptions()
+    run_id = run_id or store.new_run_id()
+    prepared = prepare(path, options)
+    if not _exists(run_id):
+        _create(run_id, prepared, options, origin)
+    store.update_run(run_id, pid=os.getpid(), tracking_uri=prepared.tracking_uri)
+    spec = prepared.spec
+    tags = {"nb2prod.kind": "pipeline", "nb2prod.run_id": run_id, "nb2prod.notebook": spec.notebook,
+            "nb2prod.notebook_sha256": prepared.sha256, "nb2prod.version": __version__, "nb2prod.origin": origin,
+            **_git_tags(Path(spec.notebook).parent)}
+    request = RunRequest(
+        run_id=run_id, spec=spec, notebook=prepared.notebook, overrides=prepared.overrides,
+        shown_parameters=prepared.shown, secret_values=prepared.secret_values, env=prepared.env,
+        experiment=prepared.experiment, tracking_uri=prepared.tracking_uri, tags=tags,
+        log_output=options.log_output, gpu_fallback=options.gpu_fallback,
+        stage_dir_root=str(run_dir(run_id) / "stages"), output_path=options.output_notebook,
+        only=spec.downstream(options.stages) if options.downstream else (options.stages or None))
+    try:
+        result = drive(request, options.ray_address, observer)
+    except BaseException as exc:
+        store.finish_run(run_id, RunStatus.FAILED, {"type": type(exc).__name__, "message": str(exc)})
+        raise
+    save_outputs(run_id, result, options.output_notebook)
+    status = RunStatus.CANCELLED if result["interrupted"] and result["status"] != "done" else RunStatus(result["status"])
+    store.finish_run(run_id, status, result["error"])
+    return store.get_run(run_id)
+
+
+def start_run(path: str | Path, options: RunOptions | None = None, *, origin: str = "server") -> str:
+    """Validate, record and launch a run in a detached process; return its run id at once."""
+    options = options or RunOptions()
+    prepared = prepare(path, options)
+    run_id = store.new_run_id()
+    _create(run_id, prepared, options, origin)
+    directory = run_dir(run_id)
+    (directory / "options.json").write_text(json.dumps(options.to_dict()))
+    with open(directory / "runner.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nb2prod", "run", str(prepared.path), "--run-id", run_id,
+             "--options-file", str(directory / "options.json"), "--origin", origin, "--quiet"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=str(prepared.path.parent))
+    store.update_run(run_id, pid=proc.pid)
+    return run_id
+
+
+def get_run(run_id: str) -> dict[str, Any]:
+    """The run record for an nb2prod run id or MLflow parent run id (raises RunNotFound)."""
+    _close_interrupted()
+    return store.get_run(run_id)
+
+
+def list_runs(notebook: str | Path | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """Recent runs, newest first; ``notebook`` filters by notebook path."""
+    _close_interrupted()
+    return store.list_runs(str(Path(notebook).resolve()) if notebook else None, limit)
+
+
+def cancel_run(run_id: str) -> dict[str, Any]:
+    """Ask a running run to stop; its runner cancels the running stages within a heartbeat."""
+    run_id = store.resolve_run_id(run_id)
+    store.request_cancel(run_id)
+    return store.get_run(run_id)
+
+
+def _create(run_id: str, prepared: Prepared, options: RunOptions, origin: str) -> None:
+    masked = options.to_dict()
+    masked["parameters"] = {k: (MASK if k in options.secrets else v) for k, v in options.parameters.items()}
+    store.create_run(run_id, prepared.spec.notebook, list(prepared.spec.stages), notebook_sha256=prepared.sha256,
+                     parameters=prepared.shown, options=masked, origin=origin, resumed_from=options.resume_from)
+    store.update_run(run_id, tracking_uri=prepared.tracking_uri)
+
+
+def _exists(run_id: str) -> bool:
+    try:
+        store.resolve_run_id(run_id)
+        return True
+    except Exception:
+        return False
+
+
+def _close_interrupted() -> None:
+    """End the MLflow parent runs of interrupted runs as FAILED (needs the cluster's coordinator)."""
+    pending = store.reap_interrupted()
+    if not pending:
+        return
+    from nb2prod.tracking import Tracker
+
+    for entry in pending:
+        try:
+            Tracker(entry["tracking_uri"]).fail_if_running(entry["mlflow_run_id"])
+        except Exception:  # noqa: BLE001 - the store may be gone; still never show it running
+            pass
+        store.update_run(entry["id"], mlflow_closed=True)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise NotebookError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise NotebookError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
+def _notebook_for(spec: PipelineSpec) -> dict[str, Any]:
+    if Path(spec.notebook).is_file():
+        return read_notebook(spec.notebook)
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    last = max(spec.cells, default=-1)
+    nb.cells = [nbformat.v4.new_code_cell(spec.cells[i].source if i in spec.cells else "") for i in range(last + 1)]
+    return nb
+
+
+def _absolute_uri(uri: str) -> str:
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+    if "://" not in uri and not uri.startswith("file:"):
+        return str(Path(uri).resolve())
+    return uri
+
+
+def _git_tags(directory: Path) -> dict[str, str]:
+    try:
+        commit = subprocess.run(["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5)
+        if commit.returncode != 0:
+            return {}
+        dirty = subprocess.run(["git", "-C", str(directory), "status", "--porcelain"], capture_output=True,
+                               text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {"mlflow.source.git.commit": commit.stdout.strip(), "nb2prod.git_dirty": str(bool(dirty.stdout.strip()))}

@@ -1,0 +1,131 @@
+"""The warm coordinator: a detached Ray actor that orchestrates runs and writes MLflow.
+
+Living in the cluster, it keeps mlflow imported and the tracking store open, and its stage
+tasks reuse warm workers; a fresh ``nb2prod run`` process only connects, submits a
+:class:`RunRequest` and polls events. One coordinator per nb2prod code fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from nb2prod.runner.cluster import NAMESPACE
+from nb2prod.runner.orchestrator import Orchestration
+from nb2prod.runner.request import RunRequest
+
+CLIENT_TIMEOUT_S = 30.0
+
+
+class RunState:
+    """Per-run events and control flags, shared by the orchestration thread and ``poll``."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.cancelled = False
+        self.last_poll = time.time()
+        self.starts: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        self.lock = threading.Lock()
+
+    def emit(self, **event: Any) -> None:
+        with self.lock:
+            self.events.append({"t": time.time(), **event})
+
+    def client_gone(self) -> bool:
+        return time.time() - self.last_poll > CLIENT_TIMEOUT_S
+
+
+class Coordinator:
+    """Actor body; see :func:`get_coordinator`."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, RunState] = {}
+        self._trackers: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def ready(self) -> bool:
+        return True
+
+    def tracker(self, uri: str):
+        with self._lock:
+            if uri not in self._trackers:
+                from nb2prod.tracking import Tracker
+
+                self._trackers[uri] = Tracker(uri)
+            return self._trackers[uri]
+
+    def warm(self, tracking_uri: str) -> None:
+        """Import mlflow and open the store ahead of the first run."""
+        self.tracker(tracking_uri).client.search_experiments(max_results=1)
+
+    def run(self, request: RunRequest) -> dict[str, Any]:
+        """Orchestrate one run to its end; returns the result (also streamed through ``poll``)."""
+        state = self._runs.setdefault(request.run_id, RunState())
+        handle = ray.get_runtime_context().current_actor
+        try:
+            return Orchestration(request, state, self.tracker(request.tracking_uri), handle).run()
+        finally:
+            threading.Timer(300, self._runs.pop, args=(request.run_id, None)).start()
+
+    def poll(self, run_id: str, cursor: int) -> tuple[list[dict[str, Any]], int]:
+        """Events since ``cursor``; polling also tells the coordinator the client is alive."""
+        state = self._runs.setdefault(run_id, RunState())
+        state.last_poll = time.time()
+        with state.lock:
+            return state.events[cursor:], len(state.events)
+
+    def cancel(self, run_id: str) -> None:
+        if run_id in self._runs:
+            self._runs[run_id].cancelled = True
+
+    def stage_started(self, run_id: str, stage: str, attempt: int, info: dict[str, Any]) -> None:
+        state = self._runs.get(run_id)
+        if state is not None:
+            t = time.time()
+            state.starts.setdefault((stage, attempt), []).append({"t": t, **info})
+            retries = len(state.starts[(stage, attempt)]) - 1
+            state.emit(type="stage", stage=stage, status="running", attempt=attempt, started_at=t,
+                       system_retries=retries, node=info.get("node"))
+
+    def stage_output(self, run_id: str, stage: str, stream: str, text: str) -> None:
+        state = self._runs.get(run_id)
+        if state is not None:
+            state.emit(type="log", stage=stage, stream=stream, text=text)
+
+    def close_interrupted(self, tracking_uri: str, mlflow_run_ids: list[str]) -> None:
+        tracker = self.tracker(tracking_uri)
+        for run_id in mlflow_run_ids:
+            tracker.fail_if_running(run_id)
+
+
+def code_fingerprint() -> str:
+    """Hash of nb2prod's own source: a coordinator never runs stale nb2prod code."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def get_coordinator(tracking_uri: str | None = None):
+    """The cluster's coordinator for this nb2prod code, created (detached) if needed."""
+    name = f"coordinator-{code_fingerprint()}"
+    actor = ray.remote(Coordinator).options(
+        name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0,
+        max_concurrency=64, max_restarts=-1).remote()
+    _retire_stale(name)
+    return actor
+
+
+def _retire_stale(current: str) -> None:
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry["namespace"] == NAMESPACE and entry["name"].startswith("coordinator-") and entry["name"] != current:
+            try:
+                ray.kill(ray.get_actor(entry["name"], namespace=NAMESPACE))
+            except ValueError:
+                pass

@@ -1,0 +1,128 @@
+"""Client side of a run: hand the request to the coordinator, mirror its events into the run
+store and an observer (live views), heartbeat, and turn Ctrl-C / SIGTERM / ``nb2prod cancel``
+into a cancel."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from nb2prod.core.status import RunStatus
+from nb2prod.store import runs as store
+
+Observer = Callable[[dict[str, Any]], None]
+POLL_S = 0.05
+
+
+def drive(request, ray_address: str | None, observer: Observer | None = None) -> dict[str, Any]:
+    """Run ``request`` (a RunRequest) on the cluster and return the coordinator's result."""
+    from nb2prod.runner.cluster import connect
+
+    connect(ray_address)  # before importing ray: it sets the embedded cluster's environment
+    import ray
+
+    from nb2prod.runner.coordinator import get_coordinator
+
+    coordinator = get_coordinator()
+    ref = coordinator.run.remote(request)
+    cursor, last_beat, cancel_sent = 0, 0.0, False
+    with _signals_to_cancel() as interrupted:
+        while True:
+            done, _ = ray.wait([ref], timeout=POLL_S)
+            events, cursor = ray.get(coordinator.poll.remote(request.run_id, cursor))
+            for event in events:
+                _apply(request.run_id, event)
+                if observer:
+                    observer(event)
+            if done:
+                break
+            now = time.time()
+            if now - last_beat > store.HEARTBEAT_S:
+                last_beat = now
+                if store.heartbeat(request.run_id):
+                    interrupted.set()
+            if interrupted.is_set() and not cancel_sent:
+                coordinator.cancel.remote(request.run_id)
+                cancel_sent = True
+    result = ray.get(ref)
+    result["interrupted"] = interrupted.is_set()
+    return result
+
+
+def _apply(run_id: str, event: dict[str, Any]) -> None:
+    kind = event["type"]
+    if kind == "run":
+        store.update_run(run_id, mlflow_run_id=event["mlflow_run_id"], mlflow_experiment_id=event["experiment_id"])
+    elif kind == "stage":
+        fields: dict[str, Any] = {}
+        status = event["status"]
+        if status == "queued":
+            fields = {"status": "pending", "attempts": event["attempt"], "mlflow_run_id": event["mlflow_run_id"]}
+        elif status == "running":
+            fields = {"status": "running", "started_at": _dt(event["started_at"]),
+                      "system_retries": event.get("system_retries", 0)}
+        elif status == "retrying":
+            fields = {"status": "pending", "error": event["error"]}
+            store.add_attempt(run_id, event["stage"], event["attempt"], "failed", error=event["error"])
+        else:
+            fields = {"status": status, "error": event.get("error")}
+            for key in ("duration_s", "system_retries", "mlflow_run_id"):
+                if event.get(key) is not None:
+                    fields[key] = event[key]
+            if event.get("attempt"):
+                fields["attempts"] = event["attempt"]
+            for key in ("started_at", "ended_at"):
+                if event.get(key):
+                    fields[key] = _dt(event[key])
+            if event.get("attempt"):
+                store.add_attempt(run_id, event["stage"], event["attempt"], status, error=event.get("error"),
+                                  started_at=fields.get("started_at"), ended_at=fields.get("ended_at"))
+        store.update_stage(run_id, event["stage"], **fields)
+
+
+def save_outputs(run_id: str, result: dict[str, Any], output_notebook: str | None) -> None:
+    """Write the executed notebook and stage logs under the run dir (and to ``--output-notebook``)."""
+    from nb2prod.home import run_dir
+
+    directory = run_dir(run_id)
+    (directory / "output.ipynb").write_text(result["output_notebook"])
+    if output_notebook:
+        Path(output_notebook).write_text(result["output_notebook"])
+    logs = directory / "logs"
+    logs.mkdir(exist_ok=True)
+    for name, stage in result["stages"].items():
+        if stage.get("log"):
+            (logs / f"{name}.log").write_text(stage["log"])
+    (directory / "result.json").write_text(json.dumps({k: v for k, v in result.items() if k != "output_notebook"},
+                                                      default=str))
+
+
+def final_status(result: dict[str, Any]) -> RunStatus:
+    return RunStatus(result["status"])
+
+
+@contextmanager
+def _signals_to_cancel() -> Iterator[threading.Event]:
+    """SIGINT/SIGTERM set an event (the loop then cancels) instead of killing the process."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda *_: interrupted.set())
+    try:
+        yield interrupted
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _dt(t: float) -> datetime:
+    return datetime.fromtimestamp(t, timezone.utc).replace(tzinfo=None)

@@ -1,0 +1,308 @@
+"""The DAG loop inside the coordinator: submit ready stages as Ray tasks, retry, time out, cancel.
+
+A stage starts as soon as its upstream stages are done; its inputs travel as Ray object refs
+(large numpy arrays zero-copy). ``retries:N`` resubmits a stage that raised, with exponential
+backoff; Ray's own ``max_retries`` covers worker/node death only (counted as system retries).
+``timeout:S`` counts from the moment the stage starts in its worker; on expiry the worker is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from nb2prod.core.status import RunStatus, StageStatus
+from nb2prod.runner.outputnb import build_output_notebook
+from nb2prod.runner.stage import StagePayload
+
+SYSTEM_RETRIES = 2
+BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 30.0
+
+
+@ray.remote(num_returns=2, max_retries=SYSTEM_RETRIES, retry_exceptions=False)
+def run_stage(payload: StagePayload, coordinator, producers: list[str], *outputs):
+    """The Ray task of one stage attempt."""
+    from nb2prod.runner.stage import execute
+
+    coordinator.stage_started.remote(payload.run_id, payload.stage, payload.attempt,
+                                     {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()})
+
+    def echo(stream: str, text: str) -> None:
+        coordinator.stage_output.remote(payload.run_id, payload.stage, stream, text)
+
+    return execute(payload, dict(zip(producers, outputs)), echo if payload.env.get("NB2PROD_LOG_OUTPUT") else None)
+
+
+@dataclass
+class _Task:
+    stage: str
+    attempt: int
+    outputs: Any
+    submitted: float
+
+
+class Orchestration:
+    """One run inside the coordinator."""
+
+    def __init__(self, request, state, tracker, coordinator) -> None:
+        self.req, self.state, self.tracker, self.coordinator = request, state, tracker, coordinator
+        self.spec = request.spec
+        self.status = {name: StageStatus.PENDING for name in self.spec.stages}
+        self.attempts = {name: 0 for name in self.spec.stages}
+        self.results: dict[str, dict[str, Any]] = {}
+        self.outputs: dict[str, Any] = {}
+        self.running: dict[Any, _Task] = {}
+        self.retry_at: dict[str, float] = {}
+        self.child_runs: dict[str, str] = {}
+        self.cluster_resources = ray.cluster_resources()
+
+    # --- the loop --------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        started = time.time()
+        req = self.req
+        self.experiment_id = self.tracker.experiment_id(req.experiment)
+        self.parent = self.tracker.start_run(self.experiment_id, Path(self.spec.notebook).stem, req.tags,
+                                             params=req.shown_parameters)
+        self.state.emit(type="run", mlflow_run_id=self.parent, experiment_id=self.experiment_id)
+        self._seed()
+        while True:
+            if self.state.cancelled or self.state.client_gone():
+                self._cancel_all()
+                break
+            self._submit_ready()
+            if not self.running and not any(s is StageStatus.PENDING for s in self.status.values()):
+                break
+            if self.running:
+                ready, _ = ray.wait(list(self.running), num_returns=1, timeout=0.05)
+                for ref in ready:
+                    self._finished(ref)
+                self._check_timeouts()
+            else:
+                time.sleep(0.02)
+        return self._finish(started)
+
+    def _seed(self) -> None:
+        """Stages outside ``only`` take their outputs from an earlier run (or are skipped)."""
+        for name, outputs in self.req.seeded.items():
+            self.outputs[name] = ray.put(outputs)
+            self._set(name, StageStatus.CACHED)
+        if self.req.only is not None:
+            for name in self.spec.stages:
+                if name not in self.req.only and name not in self.req.seeded:
+                    self._set(name, StageStatus.SKIPPED)
+
+    def _submit_ready(self) -> None:
+        now = time.time()
+        done = (StageStatus.DONE, StageStatus.CACHED)
+        for name, stage in self.spec.stages.items():
+            if self.status[name] is not StageStatus.PENDING or name in self._running_stages():
+                continue
+            ups = [self.status[u] for u in stage.upstream]
+            if any(u in (StageStatus.FAILED, StageStatus.SKIPPED, StageStatus.CANCELLED) for u in ups):
+                self._set(name, StageStatus.SKIPPED)
+            elif all(u in done for u in ups) and self.retry_at.get(name, 0) <= now:
+                self._submit(name)
+
+    def _running_stages(self) -> set[str]:
+        return {t.stage for t in self.running.values()}
+
+    def _submit(self, name: str) -> None:
+        stage = self.spec.stages[name]
+        self.attempts[name] += 1
+        attempt = self.attempts[name]
+        options, problem, fallback = self._placement(stage)
+        if problem:
+            self._fail(name, {"type": "ResourceError", "message": problem, "cell_index": stage.cells[0],
+                              "line": None, "traceback": ""})
+            return
+        if name not in self.child_runs:
+            tags = {"nb2prod.kind": "stage", "nb2prod.stage": name, "nb2prod.run_id": self.req.run_id}
+            if fallback:
+                tags["nb2prod.gpu_fallback"] = "true"
+            self.child_runs[name] = self.tracker.start_run(self.experiment_id, name, tags, parent=self.parent)
+        producers = sorted({self._producer(name, i) for i in stage.inputs})
+        payload = self._payload(name, attempt, fallback)
+        meta_ref, out_ref = run_stage.options(**options).remote(
+            payload, self.coordinator, producers, *[self.outputs[p] for p in producers])
+        self.running[meta_ref] = _Task(name, attempt, out_ref, time.time())
+        self.state.emit(type="stage", stage=name, status="queued", attempt=attempt,
+                        mlflow_run_id=self.child_runs[name], gpu_fallback=fallback)
+
+    def _placement(self, stage) -> tuple[dict[str, Any], str | None, bool]:
+        res = dict(stage.resources)
+        options: dict[str, Any] = {"num_cpus": res.pop("cpu", 1), "num_gpus": res.pop("gpu", 0)}
+        if "memory" in res:
+            options["memory"] = int(res.pop("memory"))
+        if res:
+            options["resources"] = res
+        if self.req.runtime_env:
+            options["runtime_env"] = self.req.runtime_env
+        fallback = False
+        have = self.cluster_resources
+        if options["num_gpus"] and have.get("GPU", 0) < options["num_gpus"]:
+            if self.req.gpu_fallback != "cpu":
+                return options, (f"stage {stage.name!r} asks for {options['num_gpus']:g} GPU(s) but the Ray cluster "
+                                 f"has {have.get('GPU', 0):g}; run on a cluster with GPUs, or pass "
+                                 "--gpu-fallback cpu to run it on CPU with the NumPy backend"), False
+            options["num_gpus"], fallback = 0, True
+        for key, amount in (options.get("resources") or {}).items():
+            if have.get(key, 0) < amount:
+                return options, (f"stage {stage.name!r} asks for resource {key}={amount:g}, which no node of "
+                                 "the Ray cluster offers (start a node with --resources)"), False
+        if have.get("CPU", 0) < options["num_cpus"]:
+            return options, (f"stage {stage.name!r} asks for {options['num_cpus']:g} CPUs; the cluster has "
+                             f"{have.get('CPU', 0):g}"), False
+        return options, None, fallback
+
+    def _producer(self, stage: str, name: str) -> str:
+        upstream = self.spec.stages[stage].upstream
+        return [u for u in self.spec.stages if u in upstream and name in self.spec.stages[u].outputs][-1]
+
+    def _payload(self, name: str, attempt: int, gpu_fallback: bool) -> StagePayload:
+        spec, stage, req = self.spec, self.spec.stages[name], self.req
+        cell = lambda i: (i, spec.cells[i].source)  # noqa: E731
+        env = dict(req.env)
+        if req.log_output:
+            env["NB2PROD_LOG_OUTPUT"] = "1"
+        if gpu_fallback:
+            env["NB2PROD_DEVICE"] = "cpu"
+        uses_mlflow = any("mlflow" in spec.cells[i].source for i in [*stage.cells, *spec.setup_cells])
+        stage_dir = str(Path(req.stage_dir_root) / name) if req.stage_dir_root else None
+        return StagePayload(
+            run_id=req.run_id, stage=name, attempt=attempt, notebook_dir=str(Path(spec.notebook).parent),
+            cells=[cell(i) for i in stage.cells], setup=[cell(i) for i in spec.setup_cells],
+            parameters_cell=cell(spec.parameters_cell) if spec.parameters_cell is not None else None,
+            parameters=req.overrides, inputs={i: self._producer(name, i) for i in stage.inputs},
+            mutated_inputs=stage.mutated_inputs, outputs=stage.outputs, metrics=stage.metrics, env=env,
+            secrets=req.secret_values, stage_dir=stage_dir,
+            mlflow={"tracking_uri": self.tracker.uri, "run_id": self.child_runs[name]} if uses_mlflow else None)
+
+    # --- results ---------------------------------------------------------------------
+    def _finished(self, ref) -> None:
+        task = self.running.pop(ref)
+        name = task.stage
+        try:
+            meta = ray.get(ref)
+        except ray.exceptions.TaskCancelledError:
+            return  # we cancelled it (timeout or cancel) and recorded why
+        except ray.exceptions.RayError as exc:
+            meta = {"status": "failed", "cells": {}, "metrics": {}, "log": "", "error": _ray_error(exc, name)}
+        meta["system_retries"] = max(0, len(self.state.starts.get((name, task.attempt), [])) - 1)
+        if meta["status"] == "done":
+            self.outputs[name] = task.outputs
+            self._record(name, meta, StageStatus.DONE)
+        elif self.attempts[name] <= self.spec.stages[name].retries:
+            delay = min(BACKOFF_BASE_S * 2 ** (self.attempts[name] - 1), BACKOFF_MAX_S)
+            self.retry_at[name] = time.time() + delay
+            self.state.emit(type="stage", stage=name, status="retrying", attempt=task.attempt,
+                            error=meta["error"], retry_in_s=delay)
+            self.results[name] = meta
+        else:
+            self._record(name, meta, StageStatus.FAILED)
+
+    def _check_timeouts(self) -> None:
+        now = time.time()
+        for ref, task in list(self.running.items()):
+            timeout = self.spec.stages[task.stage].timeout
+            starts = self.state.starts.get((task.stage, task.attempt))
+            if timeout and starts and now - starts[-1]["t"] > timeout:
+                ray.cancel(ref, force=True)
+                del self.running[ref]
+                error = {"type": "TimeoutError", "cell_index": None, "line": None, "traceback": "",
+                         "message": f"stage {task.stage!r} exceeded its timeout of {timeout:g}s; its worker was killed"}
+                meta = {"status": "failed", "cells": {}, "metrics": {}, "log": "", "error": error,
+                        "started_at": starts[-1]["t"], "ended_at": now, "system_retries": len(starts) - 1}
+                if self.attempts[task.stage] <= self.spec.stages[task.stage].retries:
+                    self.retry_at[task.stage] = now + BACKOFF_BASE_S
+                    self.state.emit(type="stage", stage=task.stage, status="retrying", attempt=task.attempt,
+                                    error=error, retry_in_s=BACKOFF_BASE_S)
+                else:
+                    self._record(task.stage, meta, StageStatus.FAILED)
+
+    def _cancel_all(self) -> None:
+        for ref, task in list(self.running.items()):
+            ray.cancel(ref, force=True)
+            self._record(task.stage, {"status": "cancelled", "cells": {}, "metrics": {}, "log": "", "error": None,
+                                      "ended_at": time.time()}, StageStatus.CANCELLED)
+        self.running.clear()
+
+    def _fail(self, name: str, error: dict[str, Any]) -> None:
+        self._record(name, {"status": "failed", "cells": {}, "metrics": {}, "log": "", "error": error}, StageStatus.FAILED)
+
+    def _record(self, name: str, meta: dict[str, Any], status: StageStatus) -> None:
+        self.results[name] = meta
+        self.status[name] = status
+        starts = [s["t"] for key, s_list in self.state.starts.items() if key[0] == name for s in s_list]
+        started = meta.get("started_at") or (min(starts) if starts else None)
+        ended = meta.get("ended_at") or time.time()
+        duration = round(ended - started, 4) if started else None
+        child = self.child_runs.get(name)
+        if child:
+            metrics = {**meta.get("metrics", {}), "nb2prod.duration_s": duration or 0.0}
+            tags = {"nb2prod.status": status.value, "nb2prod.attempts": str(self.attempts[name])}
+            self.tracker.end_run(child, status.mlflow_status, metrics, tags,
+                                 texts={f"logs/{name}.log": meta.get("log", "")} if meta.get("log") else None)
+            stage_dir = self.req.stage_dir_root and Path(self.req.stage_dir_root) / name
+            if stage_dir and stage_dir.is_dir() and any(stage_dir.iterdir()):
+                self.tracker.client.log_artifacts(child, str(stage_dir))
+        self.state.emit(type="stage", stage=name, status=status.value, attempt=self.attempts[name],
+                        started_at=started, ended_at=ended, duration_s=duration, error=meta.get("error"),
+                        system_retries=meta.get("system_retries", 0), mlflow_run_id=child)
+
+    def _set(self, name: str, status: StageStatus) -> None:
+        self.status[name] = status
+        self.state.emit(type="stage", stage=name, status=status.value, attempt=0)
+
+    def _finish(self, started: float) -> dict[str, Any]:
+        if self.state.cancelled or self.state.client_gone():
+            status = RunStatus.CANCELLED if self.state.cancelled else RunStatus.INTERRUPTED
+        elif any(s is StageStatus.FAILED for s in self.status.values()):
+            status = RunStatus.FAILED
+        else:
+            status = RunStatus.DONE
+        ended = time.time()
+        error = next(({"stage": n, **r["error"]} for n, r in self.results.items()
+                      if self.status[n] is StageStatus.FAILED and r.get("error")), None)
+        cells = {i: c for r in self.results.values() for i, c in r.get("cells", {}).items()}
+        nb = build_output_notebook(self.req.notebook, self.spec.parameters_cell, self.req.shown_parameters, cells,
+                                   start=_iso(started), end=_iso(ended), duration=ended - started,
+                                   failed_error=error, input_path=self.spec.notebook, output_path=self.req.output_path)
+        nb_json = json.dumps(nb)
+        metrics = {k: v for r in self.results.values() for k, v in r.get("metrics", {}).items()}
+        from nb2prod.tracking import environment_tags, pip_freeze
+
+        texts = {"pipeline.json": json.dumps(self.spec.to_dict(include_code=True), indent=1),
+                 "output.ipynb": nb_json, "requirements.txt": pip_freeze()}
+        texts.update({f"logs/{n}.log": r["log"] for n, r in self.results.items() if r.get("log")})
+        self.tracker.end_run(self.parent, status.mlflow_status, metrics,
+                             {"nb2prod.status": status.value, **environment_tags()}, texts=texts)
+        self.state.emit(type="end", status=status.value)
+        return {"status": status.value, "mlflow_run_id": self.parent, "experiment_id": self.experiment_id,
+                "duration_s": round(ended - started, 4), "error": error, "output_notebook": nb_json,
+                "stages": {n: {"status": self.status[n].value, "attempts": self.attempts[n],
+                               "log": self.results.get(n, {}).get("log", "")} for n in self.spec.stages},
+                "metrics": metrics}
+
+
+def _ray_error(exc: Exception, stage: str) -> dict[str, Any]:
+    kind = type(exc).__name__
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = exc.cause
+        message = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc).splitlines()[0]
+        if "serializ" in str(exc).lower() or "pickle" in str(exc).lower():
+            message = f"an output of stage {stage!r} could not be serialized: {message}"
+    else:
+        message = f"stage {stage!r} lost its worker ({kind}): {str(exc).splitlines()[0] if str(exc) else kind}"
+    return {"type": kind, "message": message, "cell_index": None, "line": None, "traceback": ""}
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat()

@@ -1,0 +1,29 @@
+"""``RunRequest``: a run as the coordinator receives it (no Ray import here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RunRequest:
+    """A run as the coordinator receives it: the spec plus checked, typed values."""
+
+    run_id: str
+    spec: Any  # PipelineSpec
+    notebook: dict[str, Any]
+    overrides: dict[str, Any]
+    shown_parameters: dict[str, Any]  # every resolved value, secrets masked
+    secret_values: list[str]
+    env: dict[str, str]
+    experiment: str
+    tracking_uri: str
+    tags: dict[str, str]
+    log_output: bool = False
+    gpu_fallback: str = "fail"
+    stage_dir_root: str | None = None
+    output_path: str | None = None
+    only: list[str] | None = None
+    seeded: dict[str, Any] = field(default_factory=dict)  # stage -> outputs from an earlier run
+    runtime_env: dict[str, Any] | None = None

@@ -1,0 +1,311 @@
+"""What runs inside a Ray worker for one stage: namespace, cells, capture, outputs.
+
+Imports only the standard library at module level: this module is loaded in every worker.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import contextlib
+import io
+import os
+import sys
+import time
+import traceback
+import types
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+CELL_FILENAME = "<cell {index}>"
+Echo = Callable[[str, str], None]  # (stream name, text): live output for --log-output
+_SCALARS = (int, float, bool)
+
+
+@dataclass
+class StagePayload:
+    """Everything a worker needs to run one stage attempt."""
+
+    run_id: str
+    stage: str
+    attempt: int
+    notebook_dir: str
+    cells: list[tuple[int, str]]  # (cell index, code)
+    setup: list[tuple[int, str]] = field(default_factory=list)
+    parameters_cell: tuple[int, str] | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)  # name -> producing stage
+    mutated_inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)
+    stage_dir: str | None = None
+    mlflow: dict[str, str] | None = None  # tracking_uri, run_id of the stage's MLflow run
+
+
+class _Tee(io.TextIOBase):
+    """Collects a stream per cell as notebook outputs; optionally echoes it live."""
+
+    def __init__(self, name: str, sink: list[dict], echo: Echo | None, secrets: list[str]) -> None:
+        self.name, self.sink, self.echo, self.secrets = name, sink, echo, secrets
+        self.log: list[str] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        if self.sink and self.sink[-1].get("name") == self.name:
+            self.sink[-1]["text"] += text
+        else:
+            self.sink.append({"output_type": "stream", "name": self.name, "text": text})
+        self.log.append(text)
+        if self.echo is not None:
+            self.echo(self.name, text)
+        return len(text)
+
+
+def stage_dir() -> Path:
+    """Directory whose files become artifacts of the current stage's MLflow run."""
+    path = Path(os.environ.get("NB2PROD_STAGE_DIR") or Path.cwd() / "nb2prod-stage")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def execute(payload: StagePayload, upstream: dict[str, dict[str, Any]],
+            echo: Echo | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run one stage; return ``(meta, outputs)``. User errors are reported in ``meta``, not raised."""
+    started = time.time()
+    meta: dict[str, Any] = {"status": "done", "error": None, "cells": {}, "metrics": {}, "pid": os.getpid(),
+                            "started_at": started}
+    saved_env = {k: os.environ.get(k) for k in (*payload.env, "NB2PROD_STAGE_DIR", "MPLBACKEND",
+                                                 "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID")}
+    os.environ.update(payload.env)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    if payload.stage_dir:
+        os.environ["NB2PROD_STAGE_DIR"] = payload.stage_dir
+    if payload.mlflow:
+        os.environ["MLFLOW_TRACKING_URI"] = payload.mlflow["tracking_uri"]
+        os.environ["MLFLOW_RUN_ID"] = payload.mlflow["run_id"]
+    old_cwd = os.getcwd()
+    _forget_local_modules(payload.notebook_dir)
+    os.chdir(payload.notebook_dir)
+    sys.path.insert(0, payload.notebook_dir)
+    ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__, "display": None}
+    outputs: dict[str, Any] = {}
+    stdout_log: list[str] = []
+    try:
+        ns["display"] = _Display(meta)
+        if payload.parameters_cell:
+            _run_cell(payload.parameters_cell, ns, meta, payload, stdout_log, echo, record=False)
+        ns.update(payload.parameters)
+        for cell in payload.setup:
+            _run_cell(cell, ns, meta, payload, stdout_log, echo, record=False)
+        ns.update(_take_inputs(payload, upstream, ns))
+        for cell in payload.cells:
+            _run_cell(cell, ns, meta, payload, stdout_log, echo, record=True)
+        outputs = _collect_outputs(payload, ns)
+        meta["metrics"] = _collect_metrics(payload, ns)
+    except _CellFailed as failed:
+        meta["status"], meta["error"] = "failed", failed.error
+    finally:
+        _close_mlflow_run()
+        os.chdir(old_cwd)
+        with contextlib.suppress(ValueError):
+            sys.path.remove(payload.notebook_dir)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    meta["ended_at"] = time.time()
+    meta["duration_s"] = meta["ended_at"] - started
+    meta["log"] = "".join(stdout_log)
+    return meta, outputs
+
+
+class _CellFailed(Exception):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error["message"])
+        self.error = error
+
+
+class _Display:
+    """``display()`` inside a stage: records rich mime bundles on the current cell."""
+
+    def __init__(self, meta: dict[str, Any]) -> None:
+        self.meta, self.cell = meta, None
+
+    def __call__(self, *objs: Any, **_: Any) -> None:
+        for obj in objs:
+            self.meta["cells"][self.cell]["outputs"].append(
+                {"output_type": "display_data", "data": mime_bundle(obj), "metadata": {}})
+
+
+def mime_bundle(obj: Any) -> dict[str, Any]:
+    """A Jupyter mime bundle for ``obj`` from its ``_repr_*_`` methods."""
+    data: dict[str, Any] = {"text/plain": repr(obj)}
+    for mime, method in (("text/html", "_repr_html_"), ("image/png", "_repr_png_"), ("text/markdown", "_repr_markdown_"),
+                         ("image/svg+xml", "_repr_svg_")):
+        fn = getattr(obj, method, None)
+        if callable(fn):
+            try:
+                value = fn()
+            except Exception:  # a broken repr must not fail the stage
+                continue
+            if value is not None:
+                data[mime] = base64.b64encode(value).decode() if isinstance(value, bytes) else value
+    return data
+
+
+def _run_cell(cell: tuple[int, str], ns: dict, meta: dict, payload: StagePayload, log: list[str],
+              echo: Echo | None, record: bool) -> None:
+    index, code = cell
+    entry = {"outputs": [], "start": _iso(time.time()), "status": "running"}
+    meta["cells"][index] = entry
+    ns["display"].cell = index
+    out = _Tee("stdout", entry["outputs"], echo, payload.secrets)
+    err = _Tee("stderr", entry["outputs"], echo, payload.secrets)
+    filename = CELL_FILENAME.format(index=index)
+    t0 = time.time()
+    try:
+        tree = ast.parse(code, filename)
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) and record else None
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            exec(compile(tree, filename, "exec"), ns)
+            if last is not None:
+                value = eval(compile(ast.Expression(last.value), filename, "eval"), ns)
+                if value is not None:
+                    entry["outputs"].append({"output_type": "execute_result", "data": mime_bundle(value),
+                                             "metadata": {}, "execution_count": index})
+            _capture_figures(entry["outputs"])
+    except BaseException as exc:  # noqa: BLE001 - any user error fails the stage, with its cell and line
+        error = _error_from(exc, index)
+        entry["outputs"].append({"output_type": "error", "ename": error["type"], "evalue": error["message"],
+                                 "traceback": error["traceback"].splitlines()})
+        entry.update(status="failed", end=_iso(time.time()), duration=time.time() - t0)
+        log += out.log + err.log
+        raise _CellFailed(error) from None
+    entry.update(status="completed", end=_iso(time.time()), duration=time.time() - t0)
+    log += out.log + err.log
+    if not record:
+        del meta["cells"][index]
+
+
+def _error_from(exc: BaseException, index: int) -> dict[str, Any]:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith("<cell ")
+              or not f.filename.startswith(str(Path(__file__).parent))]
+    user = [f for f in frames if f.filename.startswith("<cell ")]
+    where = user[-1] if user else None
+    cell_index = int(where.filename[6:-1]) if where else index
+    line = where.lineno if where else (exc.lineno if isinstance(exc, SyntaxError) else None)
+    text = "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(type(exc), exc))
+    return {"type": type(exc).__name__, "message": str(exc), "cell_index": cell_index, "line": line,
+            "traceback": "Traceback (most recent call last):\n" + text}
+
+
+def _take_inputs(payload: StagePayload, upstream: dict[str, dict[str, Any]], ns: dict) -> dict[str, Any]:
+    values = {}
+    for name, producer in payload.inputs.items():
+        value = upstream[producer][name]
+        if name in payload.mutated_inputs:
+            value = _writable(value)
+        values[name] = _rebind(value, ns)
+    return values
+
+
+def _writable(value: Any) -> Any:
+    """Ray hands numpy data over read-only (zero-copy); a stage that mutates it gets a copy."""
+    flags = getattr(value, "flags", None)
+    if flags is not None and not getattr(flags, "writeable", True):
+        return value.copy()
+    if type(value).__module__.startswith("pandas"):
+        return value.copy(deep=True)
+    return value
+
+
+def _rebind(value: Any, ns: dict) -> Any:
+    """Functions and classes made in another stage's ``__main__`` see this stage's globals."""
+    if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
+        fn = types.FunctionType(value.__code__, ns, value.__name__, value.__defaults__, value.__closure__)
+        fn.__kwdefaults__, fn.__dict__ = value.__kwdefaults__, dict(value.__dict__)
+        fn.__qualname__, fn.__doc__ = value.__qualname__, value.__doc__
+        return fn
+    if isinstance(value, type) and value.__module__ == "__main__":
+        for attr, member in list(vars(value).items()):
+            if isinstance(member, types.FunctionType):
+                setattr(value, attr, _rebind(member, ns))
+            elif isinstance(member, (staticmethod, classmethod)):
+                setattr(value, attr, type(member)(_rebind(member.__func__, ns)))
+    return value
+
+
+def _collect_outputs(payload: StagePayload, ns: dict) -> dict[str, Any]:
+    outputs = {}
+    for name in payload.outputs:
+        if name not in ns:
+            raise _CellFailed({"type": "NameError", "message": f"stage {payload.stage!r} did not define {name!r}, "
+                               "which a downstream stage reads (was it bound only in a branch not taken?)",
+                               "cell_index": payload.cells[-1][0], "line": None, "traceback": ""})
+        _check_serializable(payload.stage, name, ns[name], payload.cells[-1][0])
+        outputs[name] = ns[name]
+    return outputs
+
+
+def _check_serializable(stage: str, name: str, value: Any, cell: int) -> None:
+    if value is None or isinstance(value, (*_SCALARS, str, bytes)) or type(value).__module__.split(".")[0] in (
+            "numpy", "pandas"):
+        return
+    from ray import cloudpickle
+
+    try:
+        cloudpickle.dumps(value)
+    except Exception as exc:  # noqa: BLE001
+        raise _CellFailed({"type": "SerializationError", "cell_index": cell, "line": None, "traceback": "",
+                           "message": f"output {name!r} of stage {stage!r} cannot be serialized to pass to the "
+                                      f"next stage ({type(exc).__name__}: {exc}); recreate it in the stage that "
+                                      "uses it, or in a `setup` cell"}) from None
+
+
+def _collect_metrics(payload: StagePayload, ns: dict) -> dict[str, float]:
+    metrics = {}
+    for name in payload.metrics:
+        value = ns.get(name)
+        if isinstance(value, _SCALARS) or (type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0):
+            metrics[name] = float(value)
+    return metrics
+
+
+def _capture_figures(outputs: list[dict]) -> None:
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:
+        return
+    for num in plt.get_fignums():
+        buf = io.BytesIO()
+        plt.figure(num).savefig(buf, format="png", bbox_inches="tight")
+        outputs.append({"output_type": "display_data", "metadata": {},
+                        "data": {"image/png": base64.b64encode(buf.getvalue()).decode(), "text/plain": f"<Figure {num}>"}})
+    plt.close("all")
+
+
+def _forget_local_modules(directory: str) -> None:
+    """Drop modules imported from the notebook's directory, so a warm worker re-imports edited ones."""
+    prefix = os.path.join(os.path.realpath(directory), "")
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if path and os.path.realpath(path).startswith(prefix):
+            del sys.modules[name]
+
+
+def _close_mlflow_run() -> None:
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None and mlflow.active_run() is not None:
+        mlflow.end_run()
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat()

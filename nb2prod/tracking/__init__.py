@@ -1,0 +1,101 @@
+"""MLflow behind one small module: experiments, parent and stage runs, batch writes.
+
+Used by the coordinator actor (the single writer of a run's MLflow records), so a fresh
+``nb2prod run`` process never imports mlflow nor opens the store itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from importlib import metadata
+from typing import Any
+
+PARAM_LIMIT = 6000
+
+
+class Tracker:
+    """Writes nb2prod runs to one MLflow tracking store."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        if tracking_uri.startswith("file:") or "://" not in tracking_uri:
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        from mlflow import MlflowClient
+
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+        self._experiments: dict[str, str] = {}
+
+    def experiment_id(self, name: str) -> str:
+        if name not in self._experiments:
+            exp = self.client.get_experiment_by_name(name)
+            self._experiments[name] = exp.experiment_id if exp else self.client.create_experiment(name)
+        return self._experiments[name]
+
+    def start_run(self, experiment_id: str, name: str, tags: dict[str, str],
+                  params: dict[str, Any] | None = None, parent: str | None = None) -> str:
+        """Create a run (a stage run when ``parent`` is given) with its tags and params in one batch."""
+        from mlflow.entities import Param
+
+        if parent:
+            tags = {**tags, "mlflow.parentRunId": parent}
+        run = self.client.create_run(experiment_id, run_name=name, tags=tags)
+        if params:
+            self.client.log_batch(run.info.run_id, params=[Param(k, _text(v)) for k, v in params.items()])
+        return run.info.run_id
+
+    def end_run(self, run_id: str, status: str, metrics: dict[str, float] | None = None,
+                tags: dict[str, str] | None = None, texts: dict[str, str] | None = None,
+                files: dict[str, bytes] | None = None) -> None:
+        """Log metrics/tags in one batch, then text and binary artifacts, then terminate the run."""
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+                              tags=[RunTag(k, _text(v)) for k, v in (tags or {}).items()])
+        for path, text in (texts or {}).items():
+            self.client.log_text(run_id, text, path)
+        if files:
+            with tempfile.TemporaryDirectory() as tmp:
+                for rel, data in files.items():
+                    local = os.path.join(tmp, rel)
+                    os.makedirs(os.path.dirname(local), exist_ok=True)
+                    with open(local, "wb") as f:
+                        f.write(data)
+                self.client.log_artifacts(run_id, tmp)
+        self.client.set_terminated(run_id, status)
+
+    def fail_if_running(self, run_id: str) -> None:
+        """End a run left RUNNING by a runner that died (idempotent)."""
+        if self.client.get_run(run_id).info.status == "RUNNING":
+            self.client.set_terminated(run_id, "FAILED")
+
+
+def environment_tags() -> dict[str, str]:
+    """Python and key package versions of the process running the stages."""
+    import platform
+
+    tags = {"nb2prod.python": platform.python_version()}
+    for package in ("nb2prod", "ray", "mlflow", "numpy", "pandas", "scikit-learn"):
+        try:
+            tags[f"nb2prod.pkg.{package}"] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return tags
+
+
+def pip_freeze() -> str:
+    """``pip freeze``-style listing of the installed distributions (no subprocess)."""
+    seen = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name and name.lower() not in seen:
+            seen[name.lower()] = f"{name}=={dist.version}"
+    return "\n".join(sorted(seen.values(), key=str.lower)) + "\n"
+
+
+def _text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:PARAM_LIMIT]
