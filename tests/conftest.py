@@ -1,0 +1,75 @@
+"""Session-wide real components: one local Ray cluster (num_cpus=2), a temp NB2PROD_HOME and a
+temp SQLite MLflow store. Subprocesses (the CLI, Jupyter servers, schedulers) inherit the env."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "example_notebooks" / "pipeline.ipynb"
+
+
+@pytest.fixture(scope="session")
+def nb2prod_home(tmp_path_factory) -> Path:
+    """A temp NB2PROD_HOME and MLflow store for the whole session (set in os.environ)."""
+    home = tmp_path_factory.mktemp("nb2prod-home")
+    os.environ["NB2PROD_HOME"] = str(home)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
+    os.environ.pop("RAY_ADDRESS", None)
+    return home
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(nb2prod_home):
+    """nb2prod's embedded loopback cluster with 2 CPUs; ``nb2prod run`` subprocesses find it via NB2PROD_HOME."""
+    from nb2prod.runner import cluster
+
+    address = cluster.start(num_cpus=2)
+    cluster.connect(address)
+    yield address
+    import ray
+
+    ray.shutdown()
+    cluster.stop()
+
+
+@pytest.fixture
+def tracking_uri(nb2prod_home) -> str:
+    return os.environ["MLFLOW_TRACKING_URI"]
+
+
+@pytest.fixture
+def mlflow_client(tracking_uri):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri)
+
+
+@pytest.fixture
+def example_notebook(tmp_path) -> Path:
+    """A private copy of the example pipeline notebook."""
+    target = tmp_path / "pipeline.ipynb"
+    shutil.copy(EXAMPLE, target)
+    return target
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 180, **kw) -> subprocess.CompletedProcess:
+    """Run ``nb2prod ARGS`` in a subprocess with the session environment."""
+    return subprocess.run([sys.executable, "-m", "nb2prod", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, **kw)
+
+
+def make_notebook(path: Path, cells: list[tuple[str, list[str]]]) -> Path:
+    """Write a notebook of code cells given as (source, tags)."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell(src, metadata={"tags": tags} if tags else {}) for src, tags in cells])
+    nbformat.write(nb, path)
+    return path
