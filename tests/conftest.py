@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# Ray reads this when imported: set it before any test module imports ray (see nb2prod.runner.cluster).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "example_notebooks" / "pipeline.ipynb"
 

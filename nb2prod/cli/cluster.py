@@ -21,14 +21,15 @@ def cluster() -> None:
 @click.option("--num-gpus", type=int, help="GPUs to offer (default: detected).")
 def up(num_cpus: int | None, num_gpus: int | None) -> None:
     """Start the local cluster and warm the coordinator (MLflow store opened)."""
-    import ray
-
     from nb2prod.home import default_tracking_uri
     from nb2prod.runner import cluster as local
-    from nb2prod.runner.coordinator import get_coordinator
 
     address = local.start(num_cpus=num_cpus, num_gpus=num_gpus)
-    local.connect(address)
+    local.connect()
+    import ray
+
+    from nb2prod.runner.coordinator import get_coordinator
+
     ray.get(get_coordinator().warm.remote(default_tracking_uri()))
     click.echo(f"local Ray cluster up at {address}")
 

@@ -29,6 +29,9 @@ from nb2prod.home import home_dir
 
 NAMESPACE = "nb2prod"
 LOOPBACK = "127.0.0.1"
+# Keep warm workers: no prestart for every connecting driver, idle workers kept for 10 minutes.
+SYSTEM_CONFIG = {"enable_worker_prestart": False, "num_workers_soft_limit": 16,
+                 "idle_worker_killing_time_threshold_ms": 600_000}
 
 
 def cluster_dir() -> Path:
@@ -104,7 +107,8 @@ def start(num_cpus: int | None = None, num_gpus: int | None = None,
         cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--node-ip-address={LOOPBACK}",
                f"--port={port}",
                f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}",
-               "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={_temp_dir()}"]
+               "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={_temp_dir()}",
+               f"--system-config={json.dumps(SYSTEM_CONFIG)}"]
         if num_cpus is not None:
             cmd.append(f"--num-cpus={num_cpus}")
         if num_gpus is not None:
@@ -157,15 +161,22 @@ def stop() -> bool:
 def connect(address: str | None = None, *, log_to_driver: bool = False) -> str:
     """Connect this process to Ray: ``address``, else ``RAY_ADDRESS``, else the embedded cluster."""
     address = address or os.environ.get("RAY_ADDRESS")
+    extra: dict[str, Any] = {}
     if not address:
         os.environ.update(embedded_env())
         address = start()
+        extra["_node_ip_address"] = LOOPBACK  # else Ray may resolve 127.0.0.1 to the external IP and hang
     import ray
+
     if ray.is_initialized():
         return address
+    if extra and ray._private.ray_constants.ENABLE_RAY_CLUSTER:
+        raise Nb2ProdError("ray was imported before nb2prod set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, so it cannot "
+                           "join the loopback-only local cluster; set that variable before starting Python, or let "
+                           "nb2prod connect before importing ray")
     try:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=log_to_driver,
-                 logging_level=logging.ERROR)
+                 logging_level=logging.ERROR, **extra)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise Nb2ProdError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
     return address

@@ -294,10 +294,10 @@ def _capture_figures(outputs: list[dict]) -> None:
 
 def _forget_local_modules(directory: str) -> None:
     """Drop modules imported from the notebook's directory, so a warm worker re-imports edited ones."""
-    prefix = os.path.join(os.path.realpath(directory), "")
+    prefixes = tuple({os.path.join(directory, ""), os.path.join(os.path.realpath(directory), "")})
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
-        if path and os.path.realpath(path).startswith(prefix):
+        if path and path.startswith(prefixes):
             del sys.modules[name]
 
 
