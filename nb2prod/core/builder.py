@@ -6,8 +6,7 @@ import graphlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
-import nbformat
+from typing import Any
 
 from nb2prod.core import analysis, grammar
 from nb2prod.core.analysis import BUILTIN_NAMES, CellFlow
@@ -27,8 +26,11 @@ class _Cell:
     flow: CellFlow | None = None
 
 
-def read_notebook(path: str | Path) -> nbformat.NotebookNode:
-    """Read a notebook file, refusing anything that is not an nbformat >= 4 notebook."""
+def read_notebook(path: str | Path) -> dict[str, Any]:
+    """Read a notebook file as JSON, refusing anything that is not an nbformat >= 4 notebook.
+
+    Plain JSON on purpose: importing nbformat pulls in jsonschema (~0.7 s), which a CLI run must not pay.
+    """
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -43,7 +45,7 @@ def read_notebook(path: str | Path) -> nbformat.NotebookNode:
     if not isinstance(data.get("nbformat"), int) or data["nbformat"] < 4:
         raise NotebookError(f"{path}: nbformat {data.get('nbformat')!r} is too old; "
                             "open and save it in Jupyter to upgrade it to nbformat 4")
-    return nbformat.from_dict(data)
+    return data
 
 
 def build_spec(path: str | Path) -> PipelineSpec:
@@ -52,13 +54,13 @@ def build_spec(path: str | Path) -> PipelineSpec:
     return spec_from_notebook(read_notebook(path), str(path))
 
 
-def spec_from_notebook(nb: nbformat.NotebookNode, notebook: str) -> PipelineSpec:
+def spec_from_notebook(nb: dict[str, Any], notebook: str) -> PipelineSpec:
     """Build the spec of an in-memory notebook."""
     return _Builder(nb, notebook).build()
 
 
 class _Builder:
-    def __init__(self, nb: nbformat.NotebookNode, notebook: str) -> None:
+    def __init__(self, nb: dict[str, Any], notebook: str) -> None:
         self.spec = PipelineSpec(notebook=notebook)
         self.cells: list[_Cell] = []
         self.setup: list[_Cell] = []
@@ -75,8 +77,8 @@ class _Builder:
         self.spec.warnings.append(Issue(message, cell and cell.index, cell and cell.id, stage))
 
     # --- 1. cells and their directives --------------------------------------------
-    def _read_cells(self, nb: nbformat.NotebookNode) -> None:
-        for index, raw in enumerate(nb.cells):
+    def _read_cells(self, nb: dict[str, Any]) -> None:
+        for index, raw in enumerate(nb["cells"]):
             if raw.get("cell_type") != "code":
                 continue
             source = raw.get("source", "")
