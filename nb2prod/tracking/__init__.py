@@ -10,7 +10,9 @@ import json
 import os
 import tempfile
 import time
+import uuid
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 PARAM_LIMIT = 6000
@@ -29,10 +31,21 @@ class Tracker:
         self._experiments: dict[str, str] = {}
 
     def experiment_id(self, name: str) -> str:
+        """The id of experiment ``name``, created if missing (artifacts beside a SQLite store, never in the cwd)."""
         if name not in self._experiments:
             exp = self.client.get_experiment_by_name(name)
-            self._experiments[name] = exp.experiment_id if exp else self.client.create_experiment(name)
+            if exp:
+                self._experiments[name] = exp.experiment_id
+            else:
+                self._experiments[name] = self.client.create_experiment(name, artifact_location=self._artifact_root(name))
         return self._experiments[name]
+
+    def _artifact_root(self, name: str) -> str | None:
+        if not self.uri.startswith("sqlite:///"):
+            return None  # servers and file stores have their own artifact roots
+        db = Path(self.uri[len("sqlite:///"):])
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        return (db.parent / "mlartifacts" / f"{safe}-{uuid.uuid4().hex[:8]}").as_uri()
 
     def start_run(self, experiment_id: str, name: str, tags: dict[str, str],
                   params: dict[str, Any] | None = None, parent: str | None = None) -> str:
