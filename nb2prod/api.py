@@ -88,20 +88,29 @@ def run(path: str | Path, options: RunOptions | None = None, *, run_id: str | No
 
     options = options or RunOptions()
     run_id = run_id or store.new_run_id()
+    if options.resume_from:
+        options.resume_from = store.resolve_run_id(options.resume_from)
     prepared = prepare(path, options)
     if not _exists(run_id):
         _create(run_id, prepared, options, origin)
     store.update_run(run_id, pid=os.getpid(), tracking_uri=prepared.tracking_uri)
     spec = prepared.spec
+    from nb2prod.cache.plan import plan
+
+    cache_dir, keys, hits = plan(spec, resolved_parameters(spec, prepared.overrides), options)
+    store.set_cache_keys(run_id, keys)
     tags = {"nb2prod.kind": "pipeline", "nb2prod.run_id": run_id, "nb2prod.notebook": spec.notebook,
             "nb2prod.notebook_sha256": prepared.sha256, "nb2prod.version": __version__, "nb2prod.origin": origin,
             **_git_tags(Path(spec.notebook).parent)}
+    if options.resume_from:
+        tags["nb2prod.resumed_from"] = options.resume_from
     request = RunRequest(
         run_id=run_id, spec=spec, notebook=prepared.notebook, overrides=prepared.overrides,
         shown_parameters=prepared.shown, secret_values=prepared.secret_values, env=prepared.env,
         experiment=prepared.experiment, tracking_uri=prepared.tracking_uri, tags=tags,
         log_output=options.log_output, gpu_fallback=options.gpu_fallback,
         stage_dir_root=str(run_dir(run_id) / "stages"), output_path=options.output_notebook,
+        cache_dir=cache_dir, keys=keys, hits=hits,
         only=spec.downstream(options.stages) if options.downstream else (options.stages or None))
     try:
         result = drive(request, options.ray_address, observer)
@@ -154,7 +163,7 @@ def cancel_run(run_id: str) -> dict[str, Any]:
 def _create(run_id: str, prepared: Prepared, options: RunOptions, origin: str) -> None:
     masked = options.to_dict()
     masked["parameters"] = {k: (MASK if k in options.secrets else v) for k, v in options.parameters.items()}
-    store.create_run(run_id, prepared.spec.notebook, list(prepared.spec.stages), notebook_sha256=prepared.sha256,
+    store.create_run(run_id, prepared.spec.notebook, dict.fromkeys(prepared.spec.stages), notebook_sha256=prepared.sha256,
                      parameters=prepared.shown, options=masked, origin=origin, resumed_from=options.resume_from)
     store.update_run(run_id, tracking_uri=prepared.tracking_uri)
 

@@ -79,7 +79,12 @@ def run(notebook: str, resume_from: str | None, as_json: bool, quiet: bool, run_
             options = RunOptions.from_dict(json.loads(Path(options_file).read_text()))
         else:
             options = options_from_cli(kw)
-        options.resume_from = resume_from or options.resume_from
+        if resume_from:
+            options.resume_from = resume_from
+            if not options.parameters:  # same parameters as the resumed run
+                from nb2prod import api
+
+                options.parameters = api.get_run(resume_from)["options"].get("parameters", {})
         execute(notebook, options, as_json=as_json, quiet=quiet, run_id=run_id, origin=origin)
     except Nb2ProdError as exc:
         if not as_json:

@@ -72,7 +72,7 @@ def _apply(run_id: str, event: dict[str, Any]) -> None:
             store.add_attempt(run_id, event["stage"], event["attempt"], "failed", error=event["error"])
         else:
             fields = {"status": status, "error": event.get("error")}
-            for key in ("duration_s", "system_retries", "mlflow_run_id"):
+            for key in ("duration_s", "system_retries", "mlflow_run_id", "cached_from"):
                 if event.get(key) is not None:
                     fields[key] = event[key]
             if event.get("attempt"):

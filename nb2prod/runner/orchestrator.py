@@ -23,6 +23,7 @@ from nb2prod.runner.outputnb import build_output_notebook
 from nb2prod.runner.stage import StagePayload
 
 SYSTEM_RETRIES = 2
+CACHE_WRITE_WAIT_S = 120.0
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 30.0
 
@@ -39,6 +40,22 @@ def run_stage(payload: StagePayload, coordinator, producers: list[str], *outputs
         coordinator.stage_output.remote(payload.run_id, payload.stage, stream, text)
 
     return execute(payload, dict(zip(producers, outputs)), echo if payload.env.get("NB2PROD_LOG_OUTPUT") else None)
+
+
+@ray.remote(num_cpus=0)
+def load_cached(directory: str, key: str) -> dict[str, Any]:
+    """Outputs of a cached stage, read (memory-mapped) from the cache into the object store."""
+    from nb2prod import cache
+
+    return cache.load(Path(directory), key)
+
+
+@ray.remote(num_cpus=0)
+def store_outputs(directory: str, key: str, outputs: dict[str, Any], meta: dict[str, Any]) -> int:
+    """Write one stage's outputs to the cache."""
+    from nb2prod import cache
+
+    return cache.write(Path(directory), key, outputs, meta)
 
 
 @dataclass
@@ -62,6 +79,7 @@ class Orchestration:
         self.running: dict[Any, _Task] = {}
         self.retry_at: dict[str, float] = {}
         self.child_runs: dict[str, str] = {}
+        self.cache_writes: list[Any] = []
         self.cluster_resources = ray.cluster_resources()
 
     # --- the loop --------------------------------------------------------------------
@@ -90,14 +108,27 @@ class Orchestration:
         return self._finish(started)
 
     def _seed(self) -> None:
-        """Stages outside ``only`` take their outputs from an earlier run (or are skipped)."""
-        for name, outputs in self.req.seeded.items():
-            self.outputs[name] = ray.put(outputs)
-            self._set(name, StageStatus.CACHED)
+        """Cache hits are ``cached`` at once (their outputs load lazily); stages outside ``only`` are skipped."""
+        for name, meta in self.req.hits.items():
+            self.results[name] = {"cells": meta.get("cells", {}), "metrics": meta.get("metrics", {}), "log": "",
+                                  "error": None, "cached_from": meta.get("run_id")}
+            self.status[name] = StageStatus.CACHED
+            tags = {"nb2prod.kind": "stage", "nb2prod.stage": name, "nb2prod.run_id": self.req.run_id,
+                    "nb2prod.cached": "true", "nb2prod.cached_from": str(meta.get("run_id"))}
+            self.child_runs[name] = child = self.tracker.start_run(self.experiment_id, name, tags, parent=self.parent)
+            self.tracker.end_run(child, "FINISHED", {**meta.get("metrics", {}), "nb2prod.duration_s": 0.0})
+            self.state.emit(type="stage", stage=name, status="cached", attempt=0, duration_s=0.0,
+                            cached_from=meta.get("run_id"), mlflow_run_id=child)
         if self.req.only is not None:
             for name in self.spec.stages:
-                if name not in self.req.only and name not in self.req.seeded:
+                if name not in self.req.only and name not in self.req.hits:
                     self._set(name, StageStatus.SKIPPED)
+
+    def _inputs_of(self, producer: str):
+        """The object ref of a producer's outputs, loading a cached stage's outputs on first use."""
+        if producer not in self.outputs:
+            self.outputs[producer] = load_cached.remote(self.req.cache_dir, self.req.keys[producer])
+        return self.outputs[producer]
 
     def _submit_ready(self) -> None:
         now = time.time()
@@ -131,7 +162,7 @@ class Orchestration:
         producers = sorted({self._producer(name, i) for i in stage.inputs})
         payload = self._payload(name, attempt, fallback)
         meta_ref, out_ref = run_stage.options(**options).remote(
-            payload, self.coordinator, producers, *[self.outputs[p] for p in producers])
+            payload, self.coordinator, producers, *[self._inputs_of(p) for p in producers])
         self.running[meta_ref] = _Task(name, attempt, out_ref, time.time())
         self.state.emit(type="stage", stage=name, status="queued", attempt=attempt,
                         mlflow_run_id=self.child_runs[name], gpu_fallback=fallback)
@@ -199,6 +230,7 @@ class Orchestration:
         if meta["status"] == "done":
             self.outputs[name] = task.outputs
             self._record(name, meta, StageStatus.DONE)
+            self._store(name, task.outputs, meta)
         elif self.attempts[name] <= self.spec.stages[name].retries:
             delay = min(BACKOFF_BASE_S * 2 ** (self.attempts[name] - 1), BACKOFF_MAX_S)
             self.retry_at[name] = time.time() + delay
@@ -207,6 +239,13 @@ class Orchestration:
             self.results[name] = meta
         else:
             self._record(name, meta, StageStatus.FAILED)
+
+    def _store(self, name: str, outputs, meta: dict[str, Any]) -> None:
+        """Write a successful stage's outputs to the cache in the background (off the critical path)."""
+        if self.req.cache_dir and name in self.req.keys:
+            entry = {"stage": name, "run_id": self.req.run_id, "metrics": meta.get("metrics", {}),
+                     "cells": meta.get("cells", {})}
+            self.cache_writes.append(store_outputs.remote(self.req.cache_dir, self.req.keys[name], outputs, entry))
 
     def _check_timeouts(self) -> None:
         now = time.time()
@@ -284,6 +323,8 @@ class Orchestration:
         texts.update({f"logs/{n}.log": r["log"] for n, r in self.results.items() if r.get("log")})
         self.tracker.end_run(self.parent, status.mlflow_status, metrics,
                              {"nb2prod.status": status.value, **environment_tags()}, texts=texts)
+        if self.cache_writes:  # so that a rerun right after this one finds them
+            ray.wait(self.cache_writes, num_returns=len(self.cache_writes), timeout=CACHE_WRITE_WAIT_S)
         self.state.emit(type="end", status=status.value)
         return {"status": status.value, "mlflow_run_id": self.parent, "experiment_id": self.experiment_id,
                 "duration_s": round(ended - started, 4), "error": error, "output_notebook": nb_json,

@@ -25,5 +25,7 @@ class RunRequest:
     stage_dir_root: str | None = None
     output_path: str | None = None
     only: list[str] | None = None
-    seeded: dict[str, Any] = field(default_factory=dict)  # stage -> outputs from an earlier run
+    cache_dir: str | None = None
+    keys: dict[str, str] = field(default_factory=dict)  # stage -> cache key
+    hits: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> cache entry metadata
     runtime_env: dict[str, Any] | None = None

@@ -32,10 +32,10 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def create_run(run_id: str, notebook: str, stages: list[str], *, notebook_sha256: str | None = None,
+def create_run(run_id: str, notebook: str, stages: dict[str, str | None], *, notebook_sha256: str | None = None,
                parameters: dict[str, Any] | None = None, options: dict[str, Any] | None = None,
                origin: str = "cli", resumed_from: str | None = None) -> None:
-    """Record a new ``running`` run with all its stages ``pending``."""
+    """Record a new ``running`` run with all its stages (``{name: cache key}``) ``pending``."""
     t = now()
     with session() as s, s.begin():
         s.add(RunRow(id=run_id, notebook=notebook, notebook_sha256=notebook_sha256, status=RunStatus.RUNNING.value,
@@ -43,8 +43,8 @@ def create_run(run_id: str, notebook: str, stages: list[str], *, notebook_sha256
                      host=socket.gethostname(), parameters=parameters or {}, options=options or {},
                      resumed_from=resumed_from))
         s.flush()
-        for i, name in enumerate(stages):
-            s.add(StageRow(run_id=run_id, name=name, position=i, status=StageStatus.PENDING.value))
+        for i, (name, key) in enumerate(stages.items()):
+            s.add(StageRow(run_id=run_id, name=name, position=i, status=StageStatus.PENDING.value, cache_key=key))
 
 
 def update_run(run_id: str, **fields: Any) -> None:
@@ -62,6 +62,12 @@ def heartbeat(run_id: str) -> bool:
 def update_stage(run_id: str, name: str, **fields: Any) -> None:
     with session() as s, s.begin():
         s.execute(update(StageRow).where(StageRow.run_id == run_id, StageRow.name == name).values(**fields))
+
+
+def set_cache_keys(run_id: str, keys: dict[str, str]) -> None:
+    with session() as s, s.begin():
+        for name, key in keys.items():
+            s.execute(update(StageRow).where(StageRow.run_id == run_id, StageRow.name == name).values(cache_key=key))
 
 
 def add_attempt(run_id: str, stage: str, attempt: int, status: str, **fields: Any) -> None:
@@ -188,6 +194,6 @@ def _record(run: RunRow, stages: list[StageRow]) -> dict[str, Any]:
             "status": st.status, "started_at": _iso(st.started_at), "ended_at": _iso(st.ended_at),
             "duration_s": st.duration_s, "attempts": st.attempts, "system_retries": st.system_retries,
             "cached": st.status == StageStatus.CACHED.value, "cached_from": st.cached_from,
-            "mlflow_run_id": st.mlflow_run_id, "error": st.error,
+            "mlflow_run_id": st.mlflow_run_id, "error": st.error, "cache_key": st.cache_key,
         } for st in stages},
     }
