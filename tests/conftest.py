@@ -34,7 +34,7 @@ def ray_cluster(nb2prod_home):
     from nb2prod.runner import cluster
 
     address = cluster.start(num_cpus=2)
-    cluster.connect(address)
+    cluster.connect()
     yield address
     import ray
 

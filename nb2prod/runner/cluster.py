@@ -162,7 +162,8 @@ def connect(address: str | None = None, *, log_to_driver: bool = False) -> str:
     """Connect this process to Ray: ``address``, else ``RAY_ADDRESS``, else the embedded cluster."""
     address = address or os.environ.get("RAY_ADDRESS")
     extra: dict[str, Any] = {}
-    if not address:
+    state = _state()
+    if not address or (state and state["address"] == address):
         os.environ.update(embedded_env())
         address = start()
         extra["_node_ip_address"] = LOOPBACK  # else Ray may resolve 127.0.0.1 to the external IP and hang

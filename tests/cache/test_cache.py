@@ -1,0 +1,136 @@
+"""Cached reruns, --force, --no-cache, resume and eviction against a real Ray cluster and MLflow store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from nb2prod import api, cache
+from nb2prod.runner.options import RunOptions
+from tests.conftest import make_notebook
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+def _statuses(record):
+    return {name: s["status"] for name, s in record["stages"].items()}
+
+
+@pytest.fixture
+def chain(tmp_path):
+    return make_notebook(tmp_path / "chain.ipynb", [
+        ("scale = 2\noffset = 1", ["parameters"]),
+        ("a = list(range(5))", ["stage:first"]),
+        ("b = [v * scale for v in a]", ["stage:second"]),
+        ("c = sum(b)", ["stage:third"]),
+        ("d = len(a) + offset", ["stage:side"]),
+    ])
+
+
+def test_rerun_with_nothing_changed_runs_no_stage(chain, mlflow_client):
+    first = api.run(chain)
+    assert set(_statuses(first).values()) == {"done"}
+    second = api.run(chain)
+    assert set(_statuses(second).values()) == {"cached"}
+    child = mlflow_client.get_run(second["stages"]["third"]["mlflow_run_id"])
+    assert child.data.tags["nb2prod.cached"] == "true"
+    assert child.data.tags["nb2prod.cached_from"] == first["id"]
+
+
+def test_changing_a_parameter_reruns_only_its_readers(chain):
+    api.run(chain)
+    record = api.run(chain, RunOptions(parameters={"scale": 3}))
+    assert _statuses(record) == {"first": "cached", "second": "done", "third": "done", "side": "cached"}
+
+
+def test_editing_one_stage_reruns_it_and_downstream(chain):
+    api.run(chain)
+    nb = json.loads(chain.read_text())
+    nb["cells"][2]["source"] = "b = [v * scale + 0 for v in a]"
+    chain.write_text(json.dumps(nb))
+    record = api.run(chain)
+    assert _statuses(record) == {"first": "cached", "second": "done", "third": "done", "side": "cached"}
+
+
+def test_force_and_no_cache(chain):
+    api.run(chain)
+    forced = api.run(chain, RunOptions(force=["second"]))
+    assert _statuses(forced) == {"first": "cached", "second": "done", "third": "done", "side": "cached"}
+    fresh = api.run(chain, RunOptions(no_cache=True))
+    assert set(_statuses(fresh).values()) == {"done"}
+
+
+def test_local_module_change_invalidates(tmp_path):
+    (tmp_path / "helpers.py").write_text("def value():\n    return 1\n")
+    nb = make_notebook(tmp_path / "mod.ipynb", [("import helpers\nx = helpers.value()", ["stage:use"]),
+                                                 ("y = x", ["stage:after"])])
+    assert api.run(nb)["stages"]["use"]["status"] == "done"
+    assert api.run(nb)["stages"]["use"]["status"] == "cached"
+    (tmp_path / "helpers.py").write_text("def value():\n    return 2\n")
+    record = api.run(nb)
+    assert _statuses(record) == {"use": "done", "after": "done"}
+    assert cache.load_stage_outputs(record["id"], "use")["x"] == 2  # warm worker re-imported the module
+
+
+def test_resume_after_a_stage_failure(tmp_path, mlflow_client):
+    flag = tmp_path / "broken"
+    flag.write_text("1")
+    nb = make_notebook(tmp_path / "r.ipynb", [
+        ("import os", ["setup"]),
+        ("a = 21", ["stage:one"]),
+        (f"assert not os.path.exists({str(flag)!r}), 'broken'\nb = a * 2", ["stage:two"]),
+        ("c = b + 1", ["stage:three"]),
+    ])
+    failed = api.run(nb)
+    assert _statuses(failed) == {"one": "done", "two": "failed", "three": "skipped"}
+    flag.unlink()
+    resumed = api.run(nb, RunOptions(resume_from=failed["id"]))
+    assert _statuses(resumed) == {"one": "cached", "two": "done", "three": "done"}
+    parent = mlflow_client.get_run(resumed["mlflow_run_id"])
+    assert parent.data.tags["nb2prod.resumed_from"] == failed["id"]
+
+
+def test_resume_after_sigkill_of_the_runner(tmp_path):
+    nb = make_notebook(tmp_path / "k.ipynb", [
+        ("import time", ["setup"]),
+        ("a = 1", ["stage:fast"]),
+        ("time.sleep(60)\nb = a", ["stage:slow"]),
+    ])
+    proc = subprocess.Popen([sys.executable, "-m", "nb2prod", "run", str(nb), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 90
+    run_id = None
+    while time.time() < deadline:
+        runs = api.list_runs(nb)
+        if runs and runs[0]["stages"]["slow"]["status"] == "running":
+            run_id = runs[0]["id"]
+            break
+        time.sleep(0.3)
+    assert run_id, "the run never reached the slow stage"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert api.get_run(run_id)["status"] == "interrupted"
+    nb_json = json.loads(nb.read_text())
+    nb_json["cells"][2]["source"] = "b = a"
+    nb.write_text(json.dumps(nb_json))
+    resumed = api.run(nb, RunOptions(resume_from=run_id))
+    assert _statuses(resumed) == {"fast": "cached", "slow": "done"}
+
+
+def test_large_arrays_are_memory_mapped_and_evicted(tmp_path, monkeypatch):
+    directory = tmp_path / "c"
+    directory.mkdir()
+    big = np.arange(2_000_000, dtype=np.float64)
+    cache.write(directory, "a" * 64, {"x": big}, {"stage": "s", "run_id": "r"})
+    loaded = cache.load(directory, "a" * 64)["x"]
+    assert not loaded.flags.writeable and np.array_equal(loaded, big)
+    monkeypatch.setenv("NB2PROD_CACHE_MAX_BYTES", str(big.nbytes + 1000))
+    cache.write(directory, "b" * 64, {"x": big + 1}, {"stage": "s", "run_id": "r"})
+    assert [e["key"] for e in cache.entries(directory)] == ["b" * 64]
