@@ -1,0 +1,119 @@
+/**
+ * The JSON shapes of nb2prod's REST API (see ARCHITECTURE.md, "The Python API").
+ */
+
+/** A validation error or warning pinned to a cell where one is known. */
+export interface IIssue {
+  message: string;
+  cell_index: number | null;
+  cell_id: string | null;
+  stage: string | null;
+}
+
+export interface IParameter {
+  type: string; // int | float | bool | str | None | list | dict | any
+  default: unknown;
+}
+
+export interface IStageSpec {
+  cells: number[];
+  inputs: string[];
+  outputs: string[];
+  upstream: string[];
+  resources: Record<string, number>;
+  retries: number;
+  timeout: number | null;
+}
+
+/** What `POST /nb2prod/check` returns: `nb2prod check --json`. */
+export interface ISpec {
+  notebook: string;
+  dialect: string;
+  parameters: Record<string, IParameter>;
+  stages: Record<string, IStageSpec>;
+  edges: [string, string][];
+  warnings: IIssue[];
+  errors: IIssue[];
+}
+
+export interface IStageError {
+  type: string;
+  message: string;
+  cell_index: number | null;
+  line: number | null;
+  traceback?: string | null;
+}
+
+export type StageStatus =
+  | 'pending'
+  | 'running'
+  | 'done'
+  | 'failed'
+  | 'cached'
+  | 'skipped'
+  | 'cancelled';
+
+export type RunStatus =
+  | 'running'
+  | 'done'
+  | 'failed'
+  | 'cancelled'
+  | 'interrupted';
+
+export interface IStageRecord {
+  status: StageStatus;
+  started_at: string | null;
+  ended_at: string | null;
+  duration_s: number | null;
+  attempts: number;
+  system_retries: number;
+  cached: boolean;
+  error: IStageError | null;
+}
+
+/** A run record, as `GET /nb2prod/runs/{id}` returns it. */
+export interface IRunRecord {
+  id: string;
+  notebook: string;
+  /** The notebook's path relative to the server root (null when outside it). */
+  path: string | null;
+  status: RunStatus;
+  origin: string;
+  created_at: string | null;
+  started_at: string | null;
+  ended_at: string | null;
+  duration_s: number | null;
+  parameters: Record<string, unknown>;
+  mlflow_run_id: string | null;
+  mlflow_experiment_id: string | null;
+  mlflow_url: string | null;
+  error: { type?: string; message?: string; stage?: string } | null;
+  stages: Record<string, IStageRecord>;
+}
+
+/** The body of `POST /nb2prod/runs`: a path plus any RunOptions fields. */
+export interface IRunRequest {
+  path: string;
+  parameters: Record<string, unknown>;
+  ray_address?: string | null;
+  tracking_uri?: string | null;
+  experiment?: string | null;
+  no_cache?: boolean;
+}
+
+/** The extension's settings (schema/plugin.json). */
+export interface ISettings {
+  rayAddress: string;
+  trackingUri: string;
+  experiment: string;
+  mlflowUiUrl: string;
+  pollInterval: number;
+}
+
+export const DEFAULT_SETTINGS: ISettings = {
+  rayAddress: '',
+  trackingUri: '',
+  experiment: '',
+  mlflowUiUrl: '',
+  pollInterval: 1000
+};
