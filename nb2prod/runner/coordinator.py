@@ -30,6 +30,7 @@ class RunState:
         self.cancelled = False
         self.last_poll = time.time()
         self.starts: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        self.finished: set[str] = set()  # stages with a final status: late "started" calls are not news
         self.lock = threading.Lock()
 
     def emit(self, **event: Any) -> None:
@@ -89,6 +90,8 @@ class Coordinator:
             t = time.time()
             state.starts.setdefault((stage, attempt), []).append({"t": t, **info})
             retries = len(state.starts[(stage, attempt)]) - 1
+            if stage in state.finished:
+                return
             state.emit(type="stage", stage=stage, status="running", attempt=attempt, started_at=t,
                        system_retries=retries, node=info.get("node"))
 

@@ -59,11 +59,13 @@ def _apply(run_id: str, event: dict[str, Any]) -> None:
     kind = event["type"]
     if kind == "run":
         store.update_run(run_id, mlflow_run_id=event["mlflow_run_id"], mlflow_experiment_id=event["experiment_id"])
+    elif kind == "stage_mlflow":
+        store.update_stage(run_id, event["stage"], mlflow_run_id=event["mlflow_run_id"])
     elif kind == "stage":
         fields: dict[str, Any] = {}
         status = event["status"]
         if status == "queued":
-            fields = {"status": "pending", "attempts": event["attempt"], "mlflow_run_id": event["mlflow_run_id"]}
+            fields = {"status": "pending", "attempts": event["attempt"]}
         elif status == "running":
             fields = {"status": "running", "started_at": _dt(event["started_at"]),
                       "system_retries": event.get("system_retries", 0)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -78,7 +79,8 @@ class Orchestration:
         self.outputs: dict[str, Any] = {}
         self.running: dict[Any, _Task] = {}
         self.retry_at: dict[str, float] = {}
-        self.child_runs: dict[str, str] = {}
+        self.child_runs: dict[str, Future] = {}
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")  # one ordered writer
         self.cache_writes: list[Any] = []
         self.cluster_resources = ray.cluster_resources()
 
@@ -115,10 +117,11 @@ class Orchestration:
             self.status[name] = StageStatus.CACHED
             tags = {"nb2prod.kind": "stage", "nb2prod.stage": name, "nb2prod.run_id": self.req.run_id,
                     "nb2prod.cached": "true", "nb2prod.cached_from": str(meta.get("run_id"))}
-            self.child_runs[name] = child = self.tracker.start_run(self.experiment_id, name, tags, parent=self.parent)
-            self.tracker.end_run(child, "FINISHED", {**meta.get("metrics", {}), "nb2prod.duration_s": 0.0})
+            self._child_run(name, tags)
+            self._write(name, lambda child, m=meta: self.tracker.end_run(
+                child, "FINISHED", {**m.get("metrics", {}), "nb2prod.duration_s": 0.0}))
             self.state.emit(type="stage", stage=name, status="cached", attempt=0, duration_s=0.0,
-                            cached_from=meta.get("run_id"), mlflow_run_id=child)
+                            cached_from=meta.get("run_id"))
         if self.req.only is not None:
             for name in self.spec.stages:
                 if name not in self.req.only and name not in self.req.hits:
@@ -158,14 +161,13 @@ class Orchestration:
             tags = {"nb2prod.kind": "stage", "nb2prod.stage": name, "nb2prod.run_id": self.req.run_id}
             if fallback:
                 tags["nb2prod.gpu_fallback"] = "true"
-            self.child_runs[name] = self.tracker.start_run(self.experiment_id, name, tags, parent=self.parent)
+            self._child_run(name, tags)
         producers = sorted({self._producer(name, i) for i in stage.inputs})
         payload = self._payload(name, attempt, fallback)
         meta_ref, out_ref = run_stage.options(**options).remote(
             payload, self.coordinator, producers, *[self._inputs_of(p) for p in producers])
         self.running[meta_ref] = _Task(name, attempt, out_ref, time.time())
-        self.state.emit(type="stage", stage=name, status="queued", attempt=attempt,
-                        mlflow_run_id=self.child_runs[name], gpu_fallback=fallback)
+        self.state.emit(type="stage", stage=name, status="queued", attempt=attempt, gpu_fallback=fallback)
 
     def _placement(self, stage) -> tuple[dict[str, Any], str | None, bool]:
         res = dict(stage.resources)
@@ -214,7 +216,7 @@ class Orchestration:
             parameters=req.overrides, inputs={i: self._producer(name, i) for i in stage.inputs},
             mutated_inputs=stage.mutated_inputs, outputs=stage.outputs, metrics=stage.metrics, env=env,
             secrets=req.secret_values, stage_dir=stage_dir,
-            mlflow={"tracking_uri": self.tracker.uri, "run_id": self.child_runs[name]} if uses_mlflow else None)
+            mlflow={"tracking_uri": self.tracker.uri, "run_id": self.child_runs[name].result()} if uses_mlflow else None)
 
     # --- results ---------------------------------------------------------------------
     def _finished(self, ref) -> None:
@@ -278,23 +280,40 @@ class Orchestration:
 
     def _record(self, name: str, meta: dict[str, Any], status: StageStatus) -> None:
         self.results[name] = meta
+        self.state.finished.add(name)
         self.status[name] = status
         starts = [s["t"] for key, s_list in self.state.starts.items() if key[0] == name for s in s_list]
         started = meta.get("started_at") or (min(starts) if starts else None)
         ended = meta.get("ended_at") or time.time()
         duration = round(ended - started, 4) if started else None
-        child = self.child_runs.get(name)
-        if child:
+        if name in self.child_runs:
             metrics = {**meta.get("metrics", {}), "nb2prod.duration_s": duration or 0.0}
             tags = {"nb2prod.status": status.value, "nb2prod.attempts": str(self.attempts[name])}
-            self.tracker.end_run(child, status.mlflow_status, metrics, tags,
-                                 texts={f"logs/{name}.log": meta.get("log", "")} if meta.get("log") else None)
-            stage_dir = self.req.stage_dir_root and Path(self.req.stage_dir_root) / name
-            if stage_dir and stage_dir.is_dir() and any(stage_dir.iterdir()):
-                self.tracker.client.log_artifacts(child, str(stage_dir))
+            texts = {f"logs/{name}.log": meta["log"]} if meta.get("log") else None
+            stage_dir = Path(self.req.stage_dir_root) / name if self.req.stage_dir_root else None
+
+            def end(child: str) -> None:
+                if stage_dir and stage_dir.is_dir() and any(stage_dir.iterdir()):
+                    self.tracker.client.log_artifacts(child, str(stage_dir))
+                self.tracker.end_run(child, status.mlflow_status, metrics, tags, texts=texts)
+
+            self._write(name, end)
         self.state.emit(type="stage", stage=name, status=status.value, attempt=self.attempts[name],
                         started_at=started, ended_at=ended, duration_s=duration, error=meta.get("error"),
-                        system_retries=meta.get("system_retries", 0), mlflow_run_id=child)
+                        system_retries=meta.get("system_retries", 0))
+
+    def _child_run(self, name: str, tags: dict[str, str]) -> None:
+        """Create the stage's MLflow run on the writer thread (off the DAG loop's critical path)."""
+        def create() -> str:
+            child = self.tracker.start_run(self.experiment_id, name, tags, parent=self.parent)
+            self.state.emit(type="stage_mlflow", stage=name, mlflow_run_id=child)
+            return child
+
+        self.child_runs[name] = self.writer.submit(create)
+
+    def _write(self, name: str, action) -> None:
+        """Queue an MLflow write for the stage's run, in order, on the writer thread."""
+        self.writer.submit(lambda: action(self.child_runs[name].result()))
 
     def _set(self, name: str, status: StageStatus) -> None:
         self.status[name] = status
@@ -321,6 +340,7 @@ class Orchestration:
         texts = {"pipeline.json": json.dumps(self.spec.to_dict(include_code=True), indent=1),
                  "output.ipynb": nb_json, "requirements.txt": pip_freeze()}
         texts.update({f"logs/{n}.log": r["log"] for n, r in self.results.items() if r.get("log")})
+        self.writer.shutdown(wait=True)  # every stage run written before the parent ends
         self.tracker.end_run(self.parent, status.mlflow_status, metrics,
                              {"nb2prod.status": status.value, **environment_tags()}, texts=texts)
         if self.cache_writes:  # so that a rerun right after this one finds them
