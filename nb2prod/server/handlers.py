@@ -1,0 +1,198 @@
+"""REST handlers under ``/nb2prod/``: thin adapters over :mod:`nb2prod.api`.
+
+Every handler is ``@tornado.web.authenticated`` (403 without a token) and inherits the server's XSRF
+checks from ``APIHandler``. Errors are mapped in exactly one place, :meth:`Nb2ProdHandler.write_error`:
+user errors (``Nb2ProdError``) become 4xx with ``{"error": message, ...}``, anything else a 500 with a
+one-line message, never a traceback. Calls into the api run on a thread so the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, Callable
+
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado import web
+from tornado.ioloop import IOLoop
+from traitlets import Unicode
+from traitlets.config import LoggingConfigurable
+
+from nb2prod.errors import Nb2ProdError, RunNotFound, UsageError
+from nb2prod.server.paths import confine, relative
+
+RUN_ID = r"(?P<run_id>[A-Za-z0-9_.-]+)"
+MAX_LIMIT = 500
+# RunOptions fields that name files: confined to the server root like ``path``.
+PATH_OPTIONS = {"output_notebook": False, "requirements": True, "cache_dir": False}
+
+
+class Nb2ProdServer(LoggingConfigurable):
+    """Server-side settings of the nb2prod extension (``c.Nb2ProdServer.*``)."""
+
+    mlflow_ui_url = Unicode(
+        "", config=True,
+        help="Base URL of the MLflow UI (e.g. http://localhost:5000); run records then carry an "
+             "``mlflow_url`` link to the run's page.",
+    )
+
+    def mlflow_url(self, record: dict[str, Any]) -> str | None:
+        if record.get("mlflow_url"):
+            return record["mlflow_url"]
+        if not (self.mlflow_ui_url and record.get("mlflow_run_id") and record.get("mlflow_experiment_id")):
+            return None
+        base = self.mlflow_ui_url.rstrip("/")
+        return f"{base}/#/experiments/{record['mlflow_experiment_id']}/runs/{record['mlflow_run_id']}"
+
+
+def http_status(exc: BaseException | None, default: int) -> int:
+    """The HTTP status for an exception raised by a handler."""
+    if isinstance(exc, web.HTTPError):
+        return exc.status_code
+    if isinstance(exc, Nb2ProdError):
+        return getattr(exc, "http_status", HTTPStatus.NOT_FOUND if isinstance(exc, RunNotFound) else 400)
+    return default
+
+
+class Nb2ProdHandler(APIHandler):
+    """Base of the nb2prod handlers: JSON body parsing, the api on a thread, the one error mapper."""
+
+    @property
+    def nb2prod(self) -> Nb2ProdServer:
+        return self.settings["nb2prod_server"]
+
+    @property
+    def root(self) -> Path:
+        return Path(self.settings.get("server_root_dir") or ".").expanduser()
+
+    def json_body(self, allowed: set[str] | None = None) -> dict[str, Any]:
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise UsageError("the request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise UsageError("the request body must be a JSON object")
+        if allowed is not None and set(data) - allowed:
+            raise UsageError(f"unknown field(s): {', '.join(sorted(set(data) - allowed))}; "
+                             f"known: {', '.join(sorted(allowed))}")
+        return data
+
+    async def blocking(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` (file reads, the SQLite run store, spawning the runner) off the event loop."""
+        return await IOLoop.current().run_in_executor(None, functools.partial(fn, *args, **kwargs))
+
+    def present(self, record: dict[str, Any] | None, run_id: str = "") -> dict[str, Any]:
+        """A run record for the browser: adds the root-relative ``path`` and the MLflow UI link."""
+        if record is None:
+            raise RunNotFound(f"no run {run_id!r}")
+        return {**record, "path": relative(self.root, record.get("notebook")),
+                "mlflow_url": self.nb2prod.mlflow_url(record)}
+
+    def reply(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data, default=str))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """The one place exceptions become HTTP answers."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        status = http_status(exc, status_code)
+        if isinstance(exc, Nb2ProdError):
+            body = exc.to_dict()
+        elif isinstance(exc, web.HTTPError):
+            body = {"error": exc.log_message or exc.reason or HTTPStatus(status).phrase}
+        elif exc is not None:
+            body = {"error": f"internal error in nb2prod ({type(exc).__name__}: {exc}); see the server log"}
+        else:
+            body = {"error": self._reason or "error"}
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body, default=str))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, Nb2ProdError):  # a user error: one line, no traceback
+            self.log.info("nb2prod %s %s -> %s: %s", self.request.method, self.request.path,
+                          http_status(value, 400), value.message.splitlines()[0] if value.message else "")
+        else:
+            super().log_exception(typ, value, tb)
+
+
+class CheckHandler(Nb2ProdHandler):
+    """``POST /nb2prod/check {path}`` → the pipeline spec, validation errors included."""
+
+    @web.authenticated
+    async def post(self) -> None:
+        from nb2prod import api
+
+        body = self.json_body({"path"})
+        path = confine(self.root, body.get("path"))
+        self.reply(await self.blocking(api.check, path))
+
+
+class RunsHandler(Nb2ProdHandler):
+    """``GET /nb2prod/runs[?notebook=PATH&limit=N]``; ``POST /nb2prod/runs {path, parameters, ...options}``."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        from nb2prod import api
+
+        notebook = self.get_query_argument("notebook", None)
+        if notebook is not None:
+            notebook = str(confine(self.root, notebook, field="notebook", must_exist=False))
+        text = self.get_query_argument("limit", "50")
+        if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+            raise UsageError(f"'limit' must be an integer from 1 to {MAX_LIMIT}, got {text!r}")
+        runs = await self.blocking(api.list_runs, notebook, int(text))
+        self.reply([self.present(r) for r in runs])
+
+    @web.authenticated
+    async def post(self) -> None:
+        from nb2prod import api
+        from nb2prod.runner.options import RunOptions
+
+        body = self.json_body()
+        path = confine(self.root, body.pop("path", None))
+        for name, must_exist in PATH_OPTIONS.items():
+            if body.get(name) is not None:
+                body[name] = str(confine(self.root, body[name], field=name, must_exist=must_exist))
+        options = RunOptions.from_dict(body)
+        run_id = await self.blocking(api.start_run, path, options)
+        self.set_header("Location", url_path_join(self.base_url, "nb2prod", "runs", run_id))
+        self.reply({"id": run_id}, status=201)
+
+
+class RunHandler(Nb2ProdHandler):
+    """``GET /nb2prod/runs/{id}`` (an nb2prod run id or MLflow run id) → the run record."""
+
+    @web.authenticated
+    async def get(self, run_id: str) -> None:
+        from nb2prod import api
+
+        self.reply(self.present(await self.blocking(api.get_run, run_id), run_id))
+
+
+class CancelHandler(Nb2ProdHandler):
+    """``POST /nb2prod/runs/{id}/cancel`` → the run record (its runner stops within a heartbeat)."""
+
+    @web.authenticated
+    async def post(self, run_id: str) -> None:
+        from nb2prod import api
+
+        self.reply(self.present(await self.blocking(api.cancel_run, run_id), run_id))
+
+
+def setup_handlers(serverapp: Any) -> None:
+    web_app = serverapp.web_app
+    web_app.settings["nb2prod_server"] = Nb2ProdServer(parent=serverapp, log=serverapp.log)
+    base = web_app.settings["base_url"]
+    routes = [
+        ("check", CheckHandler),
+        ("runs", RunsHandler),
+        (f"runs/{RUN_ID}", RunHandler),
+        (f"runs/{RUN_ID}/cancel", CancelHandler),
+    ]
+    web_app.add_handlers(".*$", [(url_path_join(base, "nb2prod", route), handler) for route, handler in routes])
+    serverapp.log.info("nb2prod: REST API at %s", url_path_join(base, "nb2prod"))
