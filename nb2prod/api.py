@@ -110,7 +110,7 @@ def run(path: str | Path, options: RunOptions | None = None, *, run_id: str | No
         experiment=prepared.experiment, tracking_uri=prepared.tracking_uri, tags=tags,
         log_output=options.log_output, gpu_fallback=options.gpu_fallback,
         stage_dir_root=str(run_dir(run_id) / "stages"), output_path=options.output_notebook,
-        cache_dir=cache_dir, keys=keys, hits=hits,
+        cache_dir=cache_dir, keys=keys, hits=hits, runtime_env=_runtime_env(spec, options),
         only=spec.downstream(options.stages) if options.downstream else (options.stages or None))
     try:
         result = drive(request, options.ray_address, observer)
@@ -158,6 +158,18 @@ def cancel_run(run_id: str) -> dict[str, Any]:
     run_id = store.resolve_run_id(run_id)
     store.request_cancel(run_id)
     return store.get_run(run_id)
+
+
+def _runtime_env(spec: PipelineSpec, options: RunOptions) -> dict[str, Any] | None:
+    """Ship the notebook's directory to an explicitly named cluster; the embedded one shares our files."""
+    from nb2prod.runner import cluster
+    from nb2prod.runner.shipping import runtime_env
+
+    address = options.ray_address or os.environ.get("RAY_ADDRESS")
+    state = cluster.status()
+    if not address or (state and state["address"] == address):
+        return {"pip": list(options.pip)} if options.pip else None
+    return runtime_env(Path(spec.notebook).parent, options.pip, options.requirements)
 
 
 def _create(run_id: str, prepared: Prepared, options: RunOptions, origin: str) -> None:

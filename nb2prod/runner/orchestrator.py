@@ -25,6 +25,7 @@ from nb2prod.runner.stage import StagePayload
 
 SYSTEM_RETRIES = 2
 CACHE_WRITE_WAIT_S = 120.0
+NODE_CHECK_S = 2.0
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 30.0
 
@@ -82,6 +83,7 @@ class Orchestration:
         self.child_runs: dict[str, Future] = {}
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")  # one ordered writer
         self.cache_writes: list[Any] = []
+        self.nodes_checked = 0.0
         self.cluster_resources = ray.cluster_resources()
 
     # --- the loop --------------------------------------------------------------------
@@ -105,6 +107,7 @@ class Orchestration:
                 for ref in ready:
                     self._finished(ref)
                 self._check_timeouts()
+                self._check_nodes()
             else:
                 time.sleep(0.02)
         return self._finish(started)
@@ -267,6 +270,28 @@ class Orchestration:
                                     error=error, retry_in_s=BACKOFF_BASE_S)
                 else:
                     self._record(task.stage, meta, StageStatus.FAILED)
+
+    def _check_nodes(self) -> None:
+        """Fail stages that no live node can run any more (Ray itself would wait forever)."""
+        now = time.time()
+        if now - self.nodes_checked < NODE_CHECK_S:
+            return
+        self.nodes_checked = now
+        nodes = ray.nodes()
+        alive = [n for n in nodes if n["Alive"]]
+        for ref, task in list(self.running.items()):
+            needed = {k: v for k, v in self.spec.stages[task.stage].resources.items() if k not in ("cpu", "memory")}
+            needed = {("GPU" if k == "gpu" else k): v for k, v in needed.items() if v}
+            if not needed or any(all(n["Resources"].get(k, 0) >= v for k, v in needed.items()) for n in alive):
+                continue
+            starts = self.state.starts.get((task.stage, task.attempt)) or [{}]
+            lost = next((n for n in nodes if n["NodeID"] == starts[-1].get("node")), None)
+            where = f"node {lost['NodeManagerAddress']} ({lost['NodeID'][:12]})" if lost else "its node"
+            ray.cancel(ref, force=True)
+            del self.running[ref]
+            self._fail(task.stage, {"type": "NodeLostError", "cell_index": None, "line": None, "traceback": "",
+                                    "message": f"stage {task.stage!r} lost {where}, and no live node offers "
+                                               f"{', '.join(f'{k}={v:g}' for k, v in needed.items())}"})
 
     def _cancel_all(self) -> None:
         for ref, task in list(self.running.items()):

@@ -92,6 +92,8 @@ def execute(payload: StagePayload, upstream: dict[str, dict[str, Any]],
         os.environ["MLFLOW_TRACKING_URI"] = payload.mlflow["tracking_uri"]
         os.environ["MLFLOW_RUN_ID"] = payload.mlflow["run_id"]
     old_cwd = os.getcwd()
+    if not os.path.isdir(payload.notebook_dir):  # shipped with runtime_env: the worker runs in the copy
+        payload.notebook_dir = old_cwd
     _forget_local_modules(payload.notebook_dir)
     os.chdir(payload.notebook_dir)
     sys.path.insert(0, payload.notebook_dir)
