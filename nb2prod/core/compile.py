@@ -1,0 +1,30 @@
+"""``nb2prod compile``: ``pipeline.json`` (the spec with cell sources) and a standalone ``pipeline.py``."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from string import Template
+
+from nb2prod import __version__
+from nb2prod.core.builder import build_spec
+from nb2prod.errors import ValidationError
+
+
+def compile_notebook(notebook: str | Path, output_dir: str | Path) -> list[Path]:
+    """Write ``pipeline.json`` and ``pipeline.py`` for a valid notebook; return their paths."""
+    spec = build_spec(notebook)
+    if spec.errors:
+        listing = "\n".join(f"  - {e}" for e in spec.errors)
+        raise ValidationError(f"{Path(notebook).name} is not a valid pipeline:\n{listing}")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec_path = out / "pipeline.json"
+    spec_path.write_text(json.dumps(spec.to_dict(include_code=True), indent=1) + "\n")
+    template = Template(resources.files("nb2prod.core").joinpath("templates/pipeline.py.tmpl").read_text())
+    parameters = ", ".join(f"{p.name}={p.default!r}" for p in spec.parameters.values()) or "none"
+    script = out / "pipeline.py"
+    script.write_text(template.substitute(notebook_name=Path(notebook).name, version=__version__,
+                                          parameters=parameters))
+    return [spec_path, script]
