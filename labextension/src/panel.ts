@@ -36,10 +36,10 @@ export function formatDuration(seconds: number | null | undefined): string {
     return '';
   }
   if (seconds < 60) {
-    return `${seconds.toFixed(seconds < 10 ? 1 : 0)} s`;
+    return `${seconds.toFixed(seconds < 10 ? 1 : 0)}s`;
   }
   const minutes = Math.floor(seconds / 60);
-  return `${minutes} min ${Math.round(seconds % 60)} s`;
+  return `${minutes}m ${Math.round(seconds % 60)}s`;
 }
 
 function formatTime(iso: string | null): string {

@@ -13,7 +13,9 @@ from pytest_jupyter.jupyter_server import *  # noqa: F403 - fixtures and hooks o
 from tests.conftest import EXAMPLE, make_notebook
 
 MLFLOW_UI = "http://mlflow.test:5000"
-CYCLE = [("x = 1", ["stage:first", "after:second"]), ("y = x", ["stage:second"])]
+# Two validation errors: a cycle (no cell) and an undefined name pinned to cell 3.
+CYCLE = [("x = 1", ["stage:first", "after:second"]), ("y = x", ["stage:second"]), ("print(1)", []),
+         ("z = missing + 1", ["stage:third"])]
 
 
 @pytest.fixture

@@ -1,0 +1,167 @@
+"""End to end: real ``jupyter lab`` + headless Debian chromium (Playwright) + the session's Ray cluster.
+
+Open the example notebook, click Productionize, see the DAG, change a parameter, Run, wait for the
+Pipelines panel to show every stage done, and check MLflow holds the run with that value. A notebook
+with a cycle shows its errors in the dialog; clicking the one pinned to a cell selects that cell.
+Screenshots go to the test's tmp dir; set NB2PROD_SCREENSHOTS=DIR (e.g. docs/screenshots) to copy them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLE, make_notebook
+from tests.server.conftest import CYCLE
+from tests.server.labserver import CHROMIUM, LabServer
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.usefixtures("ray_cluster"),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)"),
+]
+
+STAGES = ["load", "split", "train_forest", "train_logreg", "evaluate", "report"]
+PRODUCTIONIZE = ".jp-NotebookPanel:not(.lm-mod-hidden) [data-command='nb2prod:productionize']"
+
+
+@pytest.fixture
+def lab(tmp_path):
+    root = tmp_path / "root"
+    (root / "example_notebooks").mkdir(parents=True)
+    shutil.copy(EXAMPLE, root / "example_notebooks" / "pipeline.ipynb")
+    cycle = make_notebook(root / "cycle.ipynb", CYCLE)
+    nb = json.loads(cycle.read_text())  # a kernelspec, or Lab asks which kernel to start
+    nb["metadata"]["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cycle.write_text(json.dumps(nb))
+    with LabServer(root, tmp_path / "lab") as server:
+        yield server
+
+
+@pytest.fixture
+def page(lab, tmp_path):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        context = browser.new_context(viewport={"width": 1440, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        try:
+            yield page
+        finally:
+            page.screenshot(path=str(tmp_path / "last.png"))
+            _wait_idle(page)  # closing while the kernel websocket connects makes the server log a 500
+            browser.close()
+
+
+@pytest.fixture
+def shots(tmp_path):
+    out = tmp_path / "screenshots"
+    out.mkdir()
+    saved: list[Path] = []
+    yield lambda page, name, **kw: saved.append(_shot(page, out / name, **kw))
+    target = os.environ.get("NB2PROD_SCREENSHOTS")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        for path in saved:
+            shutil.copy(path, Path(target) / path.name)
+
+
+def _shot(page, path: Path, element: str | None = None) -> Path:
+    if element:
+        page.locator(element).first.screenshot(path=str(path))
+    else:
+        page.screenshot(path=str(path))
+    return path
+
+
+def _wait_idle(page) -> None:
+    try:
+        page.wait_for_selector(".jp-StatusBar-Widget >> text=Idle", timeout=20_000)
+    except Exception:  # noqa: BLE001 - best effort before closing
+        pass
+
+
+def _open(page, lab, path: str) -> None:
+    page.goto(lab.lab_url(path))
+    page.wait_for_selector(PRODUCTIONIZE)
+    page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .nb2prod-StageBadge")
+    _wait_idle(page)
+
+
+def test_productionize_runs_the_example_and_tracks_it(lab, page, shots, mlflow_client):
+    from nb2prod import api
+
+    _open(page, lab, "example_notebooks/pipeline.ipynb")
+    badges = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .nb2prod-StageBadge[data-role='stage']")
+    assert sorted(badges.all_text_contents()) == sorted(STAGES)
+
+    started = time.monotonic()
+    page.click(PRODUCTIONIZE)
+    page.wait_for_function("document.querySelectorAll('.nb2prod-Dag .nb2prod-Dag-node').length === 6")
+    latency = time.monotonic() - started
+    nodes = page.locator(".nb2prod-Dag .nb2prod-Dag-node").evaluate_all("ns => ns.map(n => n.dataset.stage)")
+    assert sorted(nodes) == sorted(STAGES)
+    assert page.locator(".nb2prod-Dag .nb2prod-Dag-edge").count() == 8
+    assert page.input_value("input[data-param='n_estimators']") == "100"
+
+    page.fill("input[data-param='n_estimators']", "2.5")
+    assert page.locator(".jp-Dialog .jp-mod-accept").is_disabled()  # validated before submit
+    page.fill("input[data-param='n_estimators']", "23")
+    assert page.locator(".jp-Dialog .jp-mod-accept").is_enabled()
+    shots(page, "productionize-dialog.png", element=".jp-Dialog-content")
+    page.click(".jp-Dialog .jp-mod-accept")
+
+    run = page.locator(".nb2prod-Run").first
+    run.wait_for()
+    run_id = run.get_attribute("data-run-id")
+    page.wait_for_function(
+        """id => {
+             const run = document.querySelector(`.nb2prod-Run[data-run-id="${id}"]`);
+             if (!run || run.dataset.status === 'failed') return run !== null;
+             const rows = [...run.querySelectorAll('.nb2prod-Stage')];
+             return run.dataset.status === 'done' && rows.length === 6 && rows.every(r => r.dataset.status === 'done');
+           }""",
+        arg=run_id, timeout=240_000)
+    shots(page, "pipelines-panel.png")
+    assert page.get_attribute(f".nb2prod-Run[data-run-id='{run_id}']", "data-status") == "done", lab.log()
+
+    record = api.get_run(run_id)
+    assert record["origin"] == "server" and record["parameters"]["n_estimators"] == 23
+    assert mlflow_client.get_run(record["mlflow_run_id"]).data.params["n_estimators"] == "23"
+    print(f"click -> DAG shown: {latency:.2f} s")
+
+
+def test_cycle_is_shown_in_the_dialog_and_errors_select_their_cell(lab, page, shots):
+    _open(page, lab, "cycle.ipynb")
+    page.click(PRODUCTIONIZE)
+    issues = page.locator(".nb2prod-Issues.nb2prod-mod-error .nb2prod-Issue")
+    issues.first.wait_for()
+    texts = issues.all_text_contents()
+    assert any("cycle" in t for t in texts), texts
+    assert page.locator(".jp-Dialog .jp-mod-accept").is_disabled()
+    shots(page, "productionize-errors.png", element=".jp-Dialog-content")
+
+    page.locator(".nb2prod-Issue", has_text="'missing'").click()
+    page.wait_for_selector(".jp-Dialog", state="detached")
+    active = page.evaluate("""() => [...document.querySelectorAll(
+        '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell')].findIndex(
+        c => c.classList.contains('jp-mod-active'))""")
+    assert active == 3
+
+    # "Mark as stage…" from the command palette tags the active cell and its badge appears.
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").nth(2).click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+Shift+C")
+    page.keyboard.type("Mark as Stage")
+    page.keyboard.press("Enter")
+    page.locator(".jp-Dialog input").fill("printing")
+    page.keyboard.press("Enter")
+    badge = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").nth(2).locator(".nb2prod-StageBadge")
+    badge.wait_for()
+    assert badge.text_content() == "printing"
