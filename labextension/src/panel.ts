@@ -35,6 +35,9 @@ export function formatDuration(seconds: number | null | undefined): string {
   if (seconds === null || seconds === undefined) {
     return '';
   }
+  if (seconds < 1) {
+    return `${Math.round(seconds * 1000)}ms`;
+  }
   if (seconds < 60) {
     return `${seconds.toFixed(seconds < 10 ? 1 : 0)}s`;
   }

@@ -25,8 +25,11 @@ def free_port() -> int:
 class LabServer:
     """``with LabServer(root, tmp) as lab:`` → ``lab.url``, ``lab.token``, ``lab.api(path)``; stopped by PID."""
 
-    def __init__(self, root: Path, workdir: Path, extra_args: list[str] | None = None) -> None:
+    def __init__(self, root: Path, workdir: Path, extra_args: list[str] | None = None,
+                 settings: dict[str, dict] | None = None) -> None:
+        """``settings``: user settings by plugin file, e.g. ``{"@jupyterlab/apputils-extension/themes": {...}}``."""
         self.root = Path(root)
+        self.settings = settings or {}
         self.workdir = Path(workdir)
         self.extra_args = extra_args or []
         self.token = secrets.token_hex(16)
@@ -39,11 +42,13 @@ class LabServer:
         dirs = {name: self.workdir / name for name in ("config", "runtime", "settings", "workspaces", "data")}
         for path in dirs.values():
             path.mkdir(parents=True, exist_ok=True)
-        notification = dirs["settings"] / "@jupyterlab" / "apputils-extension"
-        notification.mkdir(parents=True, exist_ok=True)
         # The "Jupyter news" toast would cover screenshots.
-        (notification / "notification.jupyterlab-settings").write_text(
-            json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        settings = {"@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+                    **self.settings}
+        for name, values in settings.items():
+            target = dirs["settings"] / f"{name}.jupyterlab-settings"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(values))
         env = {**os.environ, "JUPYTER_CONFIG_DIR": str(dirs["config"]),
                "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]), "PYTHONUNBUFFERED": "1"}
         cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",

@@ -30,8 +30,12 @@ STAGES = ["load", "split", "train_forest", "train_logreg", "evaluate", "report"]
 PRODUCTIONIZE = ".jp-NotebookPanel:not(.lm-mod-hidden) [data-command='nb2prod:productionize']"
 
 
+MLFLOW_UI = "http://127.0.0.1:5000"
+DARK = {"@jupyterlab/apputils-extension/themes": {"theme": "JupyterLab Dark"}}
+
+
 @pytest.fixture
-def lab(tmp_path):
+def lab(request, tmp_path):
     root = tmp_path / "root"
     (root / "example_notebooks").mkdir(parents=True)
     shutil.copy(EXAMPLE, root / "example_notebooks" / "pipeline.ipynb")
@@ -39,7 +43,9 @@ def lab(tmp_path):
     nb = json.loads(cycle.read_text())  # a kernelspec, or Lab asks which kernel to start
     nb["metadata"]["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     cycle.write_text(json.dumps(nb))
-    with LabServer(root, tmp_path / "lab") as server:
+    dark = getattr(request, "param", "light") == "dark"
+    with LabServer(root, tmp_path / "lab", extra_args=[f"--Nb2ProdServer.mlflow_ui_url={MLFLOW_UI}"],
+                   settings=DARK if dark else None) as server:
         yield server
 
 
@@ -134,9 +140,12 @@ def test_productionize_runs_the_example_and_tracks_it(lab, page, shots, mlflow_c
     record = api.get_run(run_id)
     assert record["origin"] == "server" and record["parameters"]["n_estimators"] == 23
     assert mlflow_client.get_run(record["mlflow_run_id"]).data.params["n_estimators"] == "23"
+    link = page.get_attribute(f".nb2prod-Run[data-run-id='{run_id}'] a.nb2prod-MlflowLink", "href")
+    assert link == f"{MLFLOW_UI}/#/experiments/{record['mlflow_experiment_id']}/runs/{record['mlflow_run_id']}"
     print(f"click -> DAG shown: {latency:.2f} s")
 
 
+@pytest.mark.parametrize("lab", ["dark"], indirect=True)  # the dark theme, for the screenshot
 def test_cycle_is_shown_in_the_dialog_and_errors_select_their_cell(lab, page, shots):
     _open(page, lab, "cycle.ipynb")
     page.click(PRODUCTIONIZE)
