@@ -113,6 +113,9 @@ def resume(run_id: str, as_json: bool, quiet: bool) -> None:
 def execute(notebook: str, options, *, as_json: bool, quiet: bool, run_id: str | None = None,
             origin: str = "cli") -> None:
     """Run, render live status, print the result, exit 0/1/130."""
+    # Ray imports jsonschema, which builds rfc3987_syntax's grammars at import (~0.7 s) only to check
+    # URI formats; the CLI never validates those, so the optional module is skipped in this process.
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
     from nb2prod import api
     from nb2prod.cli.live import LiveStatus
 

@@ -96,6 +96,12 @@ def status() -> dict[str, Any] | None:
     return state if state and _reachable(state["address"]) else None
 
 
+def is_embedded(address: str) -> bool:
+    """Whether ``address`` is nb2prod's local cluster."""
+    state = _state()
+    return bool(state and state["address"] == address)
+
+
 def start(num_cpus: int | None = None, num_gpus: int | None = None,
           resources: dict[str, float] | None = None) -> str:
     """Start the embedded cluster if it is not up; return its address."""
@@ -125,6 +131,10 @@ def start(num_cpus: int | None = None, num_gpus: int | None = None,
         address = f"{LOOPBACK}:{port}"
         (cluster_dir() / "cluster.json").write_text(json.dumps(
             {"address": address, "temp_dir": _temp_dir(), "started_at": time.time()}))
+        with open(cluster_dir() / "keeper.log", "w") as out:
+            subprocess.Popen([sys.executable, "-m", "nb2prod.runner.keeper", _temp_dir()],
+                             env={**os.environ, **embedded_env()}, stdout=out, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
         return address
 
 

@@ -20,6 +20,7 @@ from nb2prod.runner.orchestrator import Orchestration
 from nb2prod.runner.request import RunRequest
 
 CLIENT_TIMEOUT_S = 30.0
+KEEPER_WAIT_S = 20.0
 
 
 class RunState:
@@ -115,9 +116,19 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:12]
 
 
-def get_coordinator(tracking_uri: str | None = None):
-    """The cluster's coordinator for this nb2prod code, created (detached) if needed."""
+def get_coordinator(owned_by_keeper: bool = False):
+    """The cluster's coordinator for this nb2prod code, created (detached) if needed.
+
+    On the embedded cluster the keeper process creates it (so its workers stay warm); clients wait
+    for it a little and create it themselves only if the keeper is not there.
+    """
     name = f"coordinator-{code_fingerprint()}"
+    deadline = time.time() + (KEEPER_WAIT_S if owned_by_keeper else 0)
+    while time.time() < deadline:
+        try:
+            return ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            time.sleep(0.1)
     actor = ray.remote(Coordinator).options(
         name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0,
         max_concurrency=64, max_restarts=-1).remote()

@@ -24,12 +24,13 @@ def drive(request, ray_address: str | None, observer: Observer | None = None) ->
     """Run ``request`` (a RunRequest) on the cluster and return the coordinator's result."""
     from nb2prod.runner.cluster import connect
 
-    connect(ray_address)  # before importing ray: it sets the embedded cluster's environment
+    address = connect(ray_address)  # before importing ray: it sets the embedded cluster's environment
     import ray
 
+    from nb2prod.runner.cluster import is_embedded
     from nb2prod.runner.coordinator import get_coordinator
 
-    coordinator = get_coordinator()
+    coordinator = get_coordinator(owned_by_keeper=is_embedded(address))
     ref = coordinator.run.remote(request)
     cursor, last_beat, cancel_sent = 0, 0.0, False
     with _signals_to_cancel() as interrupted:
