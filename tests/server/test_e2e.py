@@ -120,6 +120,7 @@ def test_productionize_runs_the_example_and_tracks_it(lab, page, shots, mlflow_c
     assert page.locator(".jp-Dialog .jp-mod-accept").is_disabled()  # validated before submit
     page.fill("input[data-param='n_estimators']", "23")
     assert page.locator(".jp-Dialog .jp-mod-accept").is_enabled()
+    page.check("input[name='no_cache']")  # other tests in the session may have cached the example's stages
     shots(page, "productionize-dialog.png", element=".jp-Dialog-content")
     page.click(".jp-Dialog .jp-mod-accept")
 
