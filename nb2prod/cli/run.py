@@ -144,8 +144,9 @@ def _summary(record: dict[str, Any]) -> None:
     for name, stage in record["stages"].items():
         error = stage["error"]
         if stage["status"] == "failed" and error:
-            where = f"cell {error.get('cell_index')}" + (f", line {error['line']}" if error.get("line") else "")
-            stderr.print(f"[red]stage {name!r} failed[/] ({where}): {error['type']}: {error['message']}",
+            where = f" (cell {error['cell_index']}" + (f", line {error['line']})" if error.get("line") else ")") \
+                if error.get("cell_index") is not None else ""
+            stderr.print(f"[red]stage {name!r} failed[/]{where}: {error['type']}: {error['message']}",
                          markup=True, soft_wrap=True)
             if error.get("traceback"):
                 stderr.print(error["traceback"].rstrip(), markup=False, highlight=False, soft_wrap=True)

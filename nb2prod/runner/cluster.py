@@ -168,7 +168,8 @@ def stop() -> bool:
     return True
 
 
-def connect(address: str | None = None, *, log_to_driver: bool = False) -> str:
+def connect(address: str | None = None, *, log_to_driver: bool = False,
+            runtime_env: dict[str, Any] | None = None) -> str:
     """Connect this process to Ray: ``address``, else ``RAY_ADDRESS``, else the embedded cluster."""
     address = address or os.environ.get("RAY_ADDRESS")
     extra: dict[str, Any] = {}
@@ -187,7 +188,7 @@ def connect(address: str | None = None, *, log_to_driver: bool = False) -> str:
                            "nb2prod connect before importing ray")
     try:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=log_to_driver,
-                 logging_level=logging.ERROR, **extra)
+                 logging_level=logging.ERROR, runtime_env=runtime_env, **extra)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise Nb2ProdError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
     return address

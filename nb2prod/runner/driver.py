@@ -24,8 +24,12 @@ def drive(request, ray_address: str | None, observer: Observer | None = None) ->
     """Run ``request`` (a RunRequest) on the cluster and return the coordinator's result."""
     from nb2prod.runner.cluster import connect
 
-    address = connect(ray_address)  # before importing ray: it sets the embedded cluster's environment
+    shipped = request.runtime_env if request.runtime_env and "working_dir" in request.runtime_env else None
+    address = connect(ray_address, runtime_env=shipped)  # before importing ray: it sets the embedded env
     import ray
+
+    if shipped:  # uploaded with this job; stage tasks refer to the uploaded package by its URI
+        request.runtime_env = dict(ray.get_runtime_context().runtime_env)
 
     from nb2prod.runner.cluster import is_embedded
     from nb2prod.runner.coordinator import get_coordinator
