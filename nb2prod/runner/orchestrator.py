@@ -41,7 +41,18 @@ def run_stage(payload: StagePayload, coordinator, producers: list[str], *outputs
     def echo(stream: str, text: str) -> None:
         coordinator.stage_output.remote(payload.run_id, payload.stage, stream, text)
 
-    return execute(payload, dict(zip(producers, outputs)), echo if payload.env.get("NB2PROD_LOG_OUTPUT") else None)
+    meta, values = execute(payload, dict(zip(producers, outputs)),
+                           echo if payload.env.get("NB2PROD_LOG_OUTPUT") else None)
+    meta["system_retries"] = _ray_attempt()
+    return meta, values
+
+
+def _ray_attempt() -> int:
+    """How many times Ray already ran this task (worker or node died); 0 on the first execution."""
+    try:  # the only way Ray exposes it is the core worker's attempt number
+        return int(ray._private.worker.global_worker.core_worker.get_current_task_attempt_number())
+    except AttributeError:
+        return 0
 
 
 @ray.remote(num_cpus=0)
@@ -231,7 +242,8 @@ class Orchestration:
             return  # we cancelled it (timeout or cancel) and recorded why
         except ray.exceptions.RayError as exc:
             meta = {"status": "failed", "cells": {}, "metrics": {}, "log": "", "error": _ray_error(exc, name)}
-        meta["system_retries"] = max(0, len(self.state.starts.get((name, task.attempt), [])) - 1)
+        meta["system_retries"] = max(meta.get("system_retries", 0),
+                                     len(self.state.starts.get((name, task.attempt), [])) - 1)
         if meta["status"] == "done":
             self.outputs[name] = task.outputs
             self._record(name, meta, StageStatus.DONE)
