@@ -9,7 +9,6 @@ backoff; Ray's own ``max_retries`` covers worker/node death only (counted as sys
 from __future__ import annotations
 
 import json
-import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,53 +21,12 @@ import ray
 from nb2prod.core.status import RunStatus, StageStatus
 from nb2prod.runner.outputnb import build_output_notebook
 from nb2prod.runner.stage import StagePayload
+from nb2prod.runner.tasks import load_cached, run_stage, store_outputs
 
-SYSTEM_RETRIES = 2
 CACHE_WRITE_WAIT_S = 120.0
 NODE_CHECK_S = 2.0
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 30.0
-
-
-@ray.remote(num_returns=2, max_retries=SYSTEM_RETRIES, retry_exceptions=False)
-def run_stage(payload: StagePayload, coordinator, producers: list[str], *outputs):
-    """The Ray task of one stage attempt."""
-    from nb2prod.runner.stage import execute
-
-    coordinator.stage_started.remote(payload.run_id, payload.stage, payload.attempt,
-                                     {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()})
-
-    def echo(stream: str, text: str) -> None:
-        coordinator.stage_output.remote(payload.run_id, payload.stage, stream, text)
-
-    meta, values = execute(payload, dict(zip(producers, outputs)),
-                           echo if payload.env.get("NB2PROD_LOG_OUTPUT") else None)
-    meta["system_retries"] = _ray_attempt()
-    return meta, values
-
-
-def _ray_attempt() -> int:
-    """How many times Ray already ran this task (worker or node died); 0 on the first execution."""
-    try:  # the only way Ray exposes it is the core worker's attempt number
-        return int(ray._private.worker.global_worker.core_worker.get_current_task_attempt_number())
-    except AttributeError:
-        return 0
-
-
-@ray.remote(num_cpus=0)
-def load_cached(directory: str, key: str) -> dict[str, Any]:
-    """Outputs of a cached stage, read (memory-mapped) from the cache into the object store."""
-    from nb2prod import cache
-
-    return cache.load(Path(directory), key)
-
-
-@ray.remote(num_cpus=0)
-def store_outputs(directory: str, key: str, outputs: dict[str, Any], meta: dict[str, Any]) -> int:
-    """Write one stage's outputs to the cache."""
-    from nb2prod import cache
-
-    return cache.write(Path(directory), key, outputs, meta)
 
 
 @dataclass
