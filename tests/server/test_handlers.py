@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-from tests.server.conftest import MLFLOW_UI, fetch_json
+from tests.server.conftest import fetch_json
 
 NO_AUTH = {"Authorization": ""}
 
