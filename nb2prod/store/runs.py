@@ -113,8 +113,9 @@ def reap_interrupted() -> list[dict[str, Any]]:
     host = socket.gethostname()
     with session() as s, s.begin():
         running = s.scalars(select(RunRow).where(RunRow.status == RunStatus.RUNNING.value)).all()
-        dead = [r for r in running if (r.heartbeat_at and r.heartbeat_at < stale_before)
-                or (r.host == host and r.pid and not _alive(r.pid))]
+        # on this host the runner's pid decides; elsewhere its heartbeat does
+        dead = [r for r in running if (not _alive(r.pid) if r.host == host and r.pid
+                                       else bool(r.heartbeat_at and r.heartbeat_at < stale_before))]
         for r in dead:
             r.status, r.ended_at = RunStatus.INTERRUPTED.value, r.heartbeat_at
             r.error = {"type": "Interrupted", "message": "the runner process stopped without finishing the run; "
