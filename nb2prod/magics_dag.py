@@ -106,8 +106,8 @@ class DagView:
             out.append(f"<div>parameters: {params}</div>")
         flows = edge_variables(spec)
         if flows:
-            rows = "".join(f"<tr><td>{html.escape(a)} → {html.escape(b)}</td><td>{html.escape(', '.join(v))}</td></tr>"
-                           for (a, b), v in flows.items())
+            rows = "".join(f"<tr><td>{html.escape(a)} → {html.escape(b)}</td>"
+                           f"<td>{html.escape(', '.join(v))}</td></tr>" for (a, b), v in flows.items())
             out.append(f'<details><summary>edges</summary><table class="nb2prod-edges">{rows}</table></details>')
         for kind, colour in (("errors", "#c62828"), ("warnings", "#d68a00")):
             items = "".join(f'<li data-cell="{i.get("cell_index")}">{html.escape(issue_text(i))}</li>'

@@ -200,7 +200,7 @@ class RunView:
         if row["status"] in ("pending", "queued") or self._printed.get(name) == row["status"]:
             return
         self._printed[name] = row["status"]
-        extra = f" in {row['duration']:.2f}s" if row["status"] in FINISHED_STAGE and row["duration"] else ""
+        extra = f" in {row['duration']:.2f}s" if row["status"] in FINISHED_STAGE and row["duration"] is not None else ""
         extra += f" (attempt {row['attempts']})" if row["attempts"] > 1 else ""
         self._out(f"[nb2prod] {name}: {row['status']}{extra}")
         if row["status"] == "failed" and row["error"]:
@@ -278,7 +278,8 @@ class RunView:
         link = mlflow_link({**(self.record or {}), "mlflow_run_id": self.mlflow_run_id})
         mlflow = ""
         if link:
-            mlflow = f' · <a href="{html.escape(link)}" target="_blank" rel="noopener">MLflow run {self.mlflow_run_id}</a>'
+            mlflow = (f' · <a href="{html.escape(link)}" target="_blank" rel="noopener">'
+                      f"MLflow run {self.mlflow_run_id}</a>")
         elif self.mlflow_run_id:
             mlflow = f" · MLflow run <code>{self.mlflow_run_id}</code>"
         value = (f'<span class="nb2prod-run-id">run <code>{html.escape(self.run_id or "(starting)")}</code></span> '

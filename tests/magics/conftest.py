@@ -75,12 +75,21 @@ class Widgets:
         """Model ids of the widgets a cell displayed."""
         return [d["model_id"] for d in data(cell, "application/vnd.jupyter.widget-view+json")]
 
+    def ids(self, model_id: str):
+        """The model's id and those of every model below it (children, and widgets an Output displayed)."""
+        model_id = model_id.removeprefix("IPY_MODEL_")
+        yield model_id
+        state = self.model(model_id)["state"]
+        for child in state.get("children", []):
+            yield from self.ids(child)
+        for output in state.get("outputs", []):
+            view = output.get("data", {}).get("application/vnd.jupyter.widget-view+json")
+            if view:
+                yield from self.ids(view["model_id"])
+
     def walk(self, model_id: str):
-        """The model and every model below it (children, Accordion children)."""
-        model = self.model(model_id)
-        yield model
-        for child in model["state"].get("children", []):
-            yield from self.walk(child)
+        """The model and every model below it."""
+        return (self.model(i) for i in self.ids(model_id))
 
     def with_class(self, model_id: str, cls: str) -> list[dict[str, Any]]:
         return [m for m in self.walk(model_id) if cls in m["state"].get("_dom_classes", [])]
@@ -98,15 +107,18 @@ class Widgets:
         return m.group(1) if m else None
 
 
-PIPELINE_CELLS = [
-    ("scale = 2\nfail = False", ["parameters"]),
-    "%%stage first\na = list(range(5))",
-    ("if fail:\n    raise ValueError('boom')\nb = [v * scale for v in a]", ["stage:second"]),
-    "%%stage third --retries 1\nc = sum(b)\nprint('sum is', c)",
-]
+def pipeline_cells(unique: str) -> list:
+    """The cells of a small pipeline; ``unique`` goes into the code so no other test shares its cache keys."""
+    return [
+        ("scale = 2\nfail = False", ["parameters"]),
+        f"%%stage first\na = list(range(5))  # {unique}",
+        ("print('scaling by', scale)\nif fail:\n    raise ValueError('boom')\nb = [v * scale for v in a]",
+         ["stage:second"]),
+        "%%stage third --retries 1\nc = sum(b)\nprint('sum is', c)",
+    ]
 
 
 @pytest.fixture
 def pipeline(tmp_path) -> Path:
     """A small pipeline notebook: parameters, three chained stages (``%%stage`` and tags), one may fail."""
-    return write_notebook(tmp_path / "chain.ipynb", PIPELINE_CELLS)
+    return write_notebook(tmp_path / "chain.ipynb", pipeline_cells(tmp_path.name))

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.magics.conftest import PIPELINE_CELLS, Widgets, data, errors, execute, text, write_notebook
+from tests.magics.conftest import Widgets, data, errors, execute, pipeline_cells, text, write_notebook
 
 
 INVALID = [
@@ -21,7 +21,7 @@ INVALID = [
 def headless(tmp_path_factory):
     """One headless kernel (no JPY_SESSION_NAME: the text fallback) running every non-run magic."""
     tmp_path = tmp_path_factory.mktemp("magics")
-    pipeline = write_notebook(tmp_path / "chain.ipynb", PIPELINE_CELLS)
+    pipeline = write_notebook(tmp_path / "chain.ipynb", pipeline_cells(tmp_path.name))
     invalid = write_notebook(tmp_path / "invalid.ipynb", INVALID)
     nb = write_notebook(tmp_path / "driver.ipynb", [
         "%load_ext nb2prod",                                                      # 0
@@ -150,7 +150,7 @@ def test_question_mark_help(tmp_path):
 
 def test_params_form_in_a_jupyter_kernel(tmp_path):
     """With JPY_SESSION_NAME (a Jupyter server kernel) PATH defaults to the notebook and params is a form."""
-    nb = write_notebook(tmp_path / "self.ipynb", [("%load_ext nb2prod", ["skip"]), *PIPELINE_CELLS,
+    nb = write_notebook(tmp_path / "self.ipynb", [("%load_ext nb2prod", ["skip"]), *pipeline_cells(tmp_path.name),
                                                   ("%nb2prod params -p scale 5", ["skip"]),
                                                   ("%nb2prod check", ["skip"])])
     done = execute(nb, session=True)
