@@ -183,7 +183,8 @@ def session_notebook() -> Path | None:
     for candidate in ([p] if p.is_absolute() else [Path.cwd() / p, Path.cwd() / p.name]):
         if candidate.is_file():
             return candidate.resolve()
-    raise UsageError(f"this kernel's notebook {session!r} is not on disk yet; save it first (or pass PATH)")
+    raise UsageError(f"this kernel's notebook {session!r} is not on disk (not saved yet, or renamed since the "
+                     "kernel started); save it, or pass PATH")
 
 
 _COMMANDS: click.Group | None = None

@@ -159,3 +159,24 @@ def test_notebook_productionizes_itself_with_live_widgets(tmp_path):
     assert "runs of self.ipynb" in data(cells[11], "text/html")[0]
     (status,) = widgets.displayed(cells[12])
     assert widgets.run_status(status) == "done"
+
+
+def test_example_notebook_productionizes_itself(example_notebook):
+    """The shipped example, with the magics added in ``skip`` cells, checks and runs itself."""
+    import nbformat
+    from nbformat.v4 import new_code_cell
+
+    nb = nbformat.read(example_notebook, as_version=4)
+    nb.cells.insert(0, new_code_cell("%load_ext nb2prod", metadata={"tags": ["skip"]}))
+    nb.cells += [new_code_cell("%nb2prod check", metadata={"tags": ["skip"]}),
+                 new_code_cell("%nb2prod run -p n_estimators 20 --wait", metadata={"tags": ["skip"]})]
+    nbformat.write(nb, example_notebook)
+    done = execute(example_notebook, session=True)
+    widgets = Widgets(done)
+    check, run = done.cells[-2], done.cells[-1]
+    assert not errors(check) and not errors(run)
+    assert "ok: 6 stage(s)" in data(check, "text/html")[0]
+    (view,) = widgets.displayed(run)
+    assert widgets.run_status(view) == "done"
+    assert widgets.stage_statuses(view) == dict.fromkeys(
+        ["load", "split", "train_forest", "train_logreg", "evaluate", "report"], "done")
