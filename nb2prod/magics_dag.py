@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-NODE_W, NODE_H, COL_GAP, ROW_GAP, PAD = 150, 44, 110, 26, 16
+NODE_W, NODE_H, COL_GAP, ROW_GAP, PAD, LANE = 150, 44, 110, 26, 16, 20
 
 
 def edge_variables(spec: dict[str, Any]) -> dict[tuple[str, str], list[str]]:
@@ -51,26 +51,35 @@ def dag_svg(spec: dict[str, Any]) -> str:
         row = slots.get(col, 0)
         slots[col] = row + 1
         pos[name] = (PAD + col * (NODE_W + COL_GAP), PAD + row * (NODE_H + ROW_GAP))
+    flows = edge_variables(spec)
+    skips = [e for e in flows if e[0] in pos and e[1] in pos and layers[e[1]] - layers[e[0]] > 1]
     width = PAD * 2 + (max(layers.values(), default=0) + 1) * (NODE_W + COL_GAP) - COL_GAP
-    height = PAD * 2 + max(slots.values(), default=1) * (NODE_H + ROW_GAP) - ROW_GAP
+    nodes_bottom = PAD + max(slots.values(), default=1) * (NODE_H + ROW_GAP) - ROW_GAP
+    height = nodes_bottom + PAD + LANE * len(skips)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="nb2prod-dag" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
              '<defs><marker id="nb2prod-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
              'markerHeight="7" orient="auto"><path d="M0 0 L10 5 L0 10 z" fill="#777"/></marker></defs>']
-    flows = edge_variables(spec)
     for (a, b), variables in flows.items():
         if a not in pos or b not in pos:
             continue
         x1, y1 = pos[a][0] + NODE_W, pos[a][1] + NODE_H / 2
         x2, y2 = pos[b][0], pos[b][1] + NODE_H / 2
         mid = (x1 + x2) / 2
+        if (a, b) in skips:  # past other layers: along a lane under the nodes
+            lane = nodes_bottom + LANE * (skips.index((a, b)) + 1)
+            d = (f"M{x1:.0f} {y1:.0f} C{x1 + 40:.0f} {y1:.0f} {x1 + 30:.0f} {lane} {x1 + 60:.0f} {lane} "
+                 f"L{x2 - 60:.0f} {lane} C{x2 - 30:.0f} {lane} {x2 - 40:.0f} {y2:.0f} {x2 - 2:.0f} {y2:.0f}")
+            label_y, limit = lane - 4, 60
+        else:
+            d = f"M{x1:.0f} {y1:.0f} C{mid:.0f} {y1:.0f} {mid:.0f} {y2:.0f} {x2 - 2:.0f} {y2:.0f}"
+            label_y, limit = (y1 + y2) / 2 - 4, 22
         label = ", ".join(variables) or "(after)"
-        short = label if len(label) <= 22 else label[:20] + "…"
+        short = label if len(label) <= limit else label[:limit - 2] + "…"
         parts.append(f'<g class="nb2prod-edge" data-from="{html.escape(a)}" data-to="{html.escape(b)}">'
                      f'<title>{html.escape(a)} → {html.escape(b)}: {html.escape(label)}</title>'
-                     f'<path d="M{x1:.0f} {y1:.0f} C{mid:.0f} {y1:.0f} {mid:.0f} {y2:.0f} {x2 - 2:.0f} {y2:.0f}" '
-                     'fill="none" stroke="#777" marker-end="url(#nb2prod-arrow)"/>'
-                     f'<text x="{mid:.0f}" y="{(y1 + y2) / 2 - 4:.0f}" text-anchor="middle" fill="#555" '
+                     f'<path d="{d}" fill="none" stroke="#777" marker-end="url(#nb2prod-arrow)"/>'
+                     f'<text x="{mid:.0f}" y="{label_y:.0f}" text-anchor="middle" fill="#555" '
                      f'font-size="10">{html.escape(short)}</text></g>')
     failing = {e.get("stage") for e in spec.get("errors", [])}
     for name, (x, y) in pos.items():
