@@ -1,0 +1,71 @@
+"""Cron fire times (croniter, in the schedule's IANA timezone) and ``{{ scheduled_time }}`` templates.
+
+DST follows croniter: a wall-clock time that does not exist on the spring-forward day (02:30 in
+America/New_York) fires once at the first valid instant after the gap (03:00 local, 07:00 UTC);
+on the fall-back day a wall-clock time that occurs twice (01:30) fires at both occurrences (05:30 and
+06:30 UTC) — two distinct scheduled times, each fired once.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from nb2prod.errors import UsageError
+
+TEMPLATE = re.compile(r"\{\{\s*scheduled_time\s*(?:([+-])\s*(\d+)\s*([dhm]))?\s*(?::([^}]*?))?\s*\}\}")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+def check_cron(expr: str, tz: str) -> None:
+    """Raise a UsageError for a bad cron expression or timezone."""
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(f"unknown timezone {tz!r}; use an IANA name such as Europe/Paris or UTC") from None
+    if not croniter.is_valid(expr) or (not expr.startswith("@") and len(expr.split()) != 5):
+        raise UsageError(f"invalid cron expression {expr!r}; use 5 fields (m h dom mon dow) or "
+                         "@hourly/@daily/@weekly")
+
+
+def fire_times(expr: str, tz: str, after: datetime, until: datetime, limit: int = 10_000) -> list[datetime]:
+    """Fire times in (after, until], as naive UTC datetimes (inputs are naive UTC too)."""
+    zone = ZoneInfo(tz)
+    start = after.replace(tzinfo=timezone.utc).astimezone(zone)
+    it = croniter(expr, start)
+    times = []
+    while len(times) < limit:
+        t = it.get_next(datetime).astimezone(timezone.utc).replace(tzinfo=None)
+        if t > until:
+            break
+        times.append(t)
+    return times
+
+
+def render(value: object, scheduled: datetime, tz: str) -> object:
+    """Replace ``{{ scheduled_time [+-N(d|h|m)][:FORMAT] }}`` in a string value; other values unchanged."""
+    if not isinstance(value, str):
+        return value
+    local = scheduled.replace(tzinfo=timezone.utc).astimezone(ZoneInfo(tz))
+
+    def one(match: re.Match) -> str:
+        sign, amount, unit, fmt = match.groups()
+        t = local
+        if amount:
+            delta = timedelta(**{_UNITS[unit]: int(amount)})
+            t = t + delta if sign == "+" else t - delta
+        return t.strftime(fmt) if fmt else t.isoformat()
+
+    return TEMPLATE.sub(one, value)
+
+
+def check_template(value: object) -> None:
+    """Refuse ``{{ ... }}`` that is not a scheduled_time template (templates are data, not code)."""
+    if isinstance(value, str) and "{{" in value:
+        leftover = TEMPLATE.sub("", value)
+        if "{{" in leftover or "}}" in leftover:
+            raise UsageError(f"parameter value {value!r}: only {{{{ scheduled_time [+|- N(d|h|m)][:FORMAT] }}}} "
+                             "templates are allowed")
