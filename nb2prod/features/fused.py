@@ -76,7 +76,7 @@ def fused_numpy(x: np.ndarray, ops: list[Op], block_bytes: int = 1 << 18,
                     np.subtract(blk, p[0], out=blk)
                     np.multiply(blk, p[1], out=blk)
 
-    threads = n_threads or min(8, os.cpu_count() or 1)
+    threads = n_threads or max(1, min(8, (os.cpu_count() or 2) // 2))
     if threads <= 1 or n < 4 * rows * threads:
         run(0, n)
     else:
