@@ -87,6 +87,7 @@ class RunView:
         self._lock = threading.RLock()
         self._out = out or (lambda line: print(line, flush=True))
         self._printed: dict[str, str] = {}
+        self._partial: dict[str, str] = {}
         if widget:
             self._build()
 
@@ -95,7 +96,9 @@ class RunView:
         """Observer for :func:`nb2prod.api.run` events."""
         with self._lock:
             kind = event.get("type")
-            if kind == "run":
+            if kind == "log":  # --log-output: stage output as it comes (text mode; widgets show it on failure)
+                self._log_text(event.get("stage") or "", event.get("text") or "")
+            elif kind == "run":
                 self.mlflow_run_id = event.get("mlflow_run_id") or self.mlflow_run_id
             elif kind == "stage" and event.get("stage") in self.rows:
                 row = self.rows[event["stage"]]
@@ -193,9 +196,24 @@ class RunView:
                 lines.append(f"    {self._error_line(row['error'])}")
         return "\n".join(lines)
 
+    def _log_text(self, stage: str, text: str, flush: bool = False) -> None:
+        """Whole lines of a stage's live output, prefixed by the stage (text mode)."""
+        if self.widget is not None:
+            return
+        pending = self._partial.pop(stage, "") + text
+        *lines, rest = pending.split("\n")
+        if flush and rest:
+            lines.append(rest)
+        elif rest:
+            self._partial[stage] = rest
+        for line in lines:
+            self._out(f"[{stage}] {line}")
+
     def _stage_changed(self, name: str) -> None:
         if self.widget is not None:
             return
+        if self.rows[name]["status"] in FINISHED_STAGE:
+            self._log_text(name, "", flush=True)
         row = self.rows[name]
         if row["status"] in ("pending", "queued") or self._printed.get(name) == row["status"]:
             return
@@ -216,6 +234,8 @@ class RunView:
             return
         for name in self.rows:
             self._stage_changed(name)
+        for stage in list(self._partial):
+            self._log_text(stage, "", flush=True)
         uri = (self.record or {}).get("tracking_uri")
         self._out(f"[nb2prod] run {self.run_id} {self.status} in {self._elapsed():.2f}s"
                   + (f" — MLflow run {self.mlflow_run_id}" if self.mlflow_run_id else "")

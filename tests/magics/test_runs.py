@@ -30,7 +30,7 @@ def test_headless_text_fallback_stage_and_pull(tmp_path, pipeline):
     """Under nbclient (no JPY_SESSION_NAME): PATH required, --wait by default, plain text lines."""
     nb = write_notebook(tmp_path / "driver.ipynb", [
         "%load_ext nb2prod",                                                          # 0
-        f"%nb2prod run {pipeline} -p scale 3",                                        # 1
+        f"%nb2prod run {pipeline} -p scale 3 --log-output",                           # 1
         f"%nb2prod pull second --path {pipeline}\nprint('b =', b)",                   # 2
         f"%nb2prod pull first zz --path {pipeline}",                                  # 3
         f"%nb2prod run {pipeline} --stage third -p scale 3",                          # 4
@@ -50,6 +50,7 @@ def test_headless_text_fallback_stage_and_pull(tmp_path, pipeline):
     for stage in ("first", "second", "third"):
         assert re.search(rf"^\[nb2prod\] {stage}: done in \d+\.\d\ds$", first, re.M), first
     assert re.search(r"^\[nb2prod\] run \S+ done in \d+\.\d\ds — MLflow run [0-9a-f]{32} at sqlite:", first, re.M)
+    assert "[second] scaling by" in first and "[third] " in first  # --log-output (fragment order is the runner's)
     assert not data(cells[1], "application/vnd.jupyter.widget-view+json")
 
     assert "b = [0, 3, 6, 9, 12]" in text(cells[2])
