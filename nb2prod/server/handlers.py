@@ -18,13 +18,14 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.ioloop import IOLoop
-from traitlets import Unicode
+from traitlets import Bool, Unicode
 from traitlets.config import LoggingConfigurable
 
 from nb2prod.errors import Nb2ProdError, RunNotFound, UsageError
 from nb2prod.server.paths import confine, relative
 
 RUN_ID = r"(?P<run_id>[A-Za-z0-9_.-]+)"
+SCHEDULE = r"(?P<name>[A-Za-z0-9_.-]+)"
 MAX_LIMIT = 500
 # RunOptions fields that name files: confined to the server root like ``path``.
 PATH_OPTIONS = {"output_notebook": False, "requirements": True, "cache_dir": False}
@@ -33,6 +34,11 @@ PATH_OPTIONS = {"output_notebook": False, "requirements": True, "cache_dir": Fal
 class Nb2ProdServer(LoggingConfigurable):
     """Server-side settings of the nb2prod extension (``c.Nb2ProdServer.*``)."""
 
+    run_scheduler = Bool(
+        False, config=True,
+        help="Also run nb2prod's scheduler inside this server (same store as `nb2prod scheduler`; "
+             "several schedulers never fire a time twice).",
+    )
     mlflow_ui_url = Unicode(
         "", config=True,
         help="Base URL of the MLflow UI (e.g. http://localhost:5000); run records then carry an "
@@ -184,6 +190,57 @@ class CancelHandler(Nb2ProdHandler):
         self.reply(self.present(await self.blocking(api.cancel_run, run_id), run_id))
 
 
+class SchedulesHandler(Nb2ProdHandler):
+    """``GET /nb2prod/schedules``; ``POST /nb2prod/schedules {name, path, cron, tz, parameters, mode, ...}``."""
+
+    FIELDS = {"name", "path", "cron", "tz", "parameters", "mode", "options", "catchup", "catchup_max",
+              "max_concurrent", "timeout_s", "retries", "notify_url", "notify_on_success"}
+
+    @web.authenticated
+    async def get(self) -> None:
+        from nb2prod.scheduling import schedules
+
+        self.reply(await self.blocking(schedules.list_all))
+
+    @web.authenticated
+    async def post(self) -> None:
+        from nb2prod.scheduling import schedules
+
+        body = self.json_body(self.FIELDS)
+        path = confine(self.root, body.pop("path", None))
+        name, cron = body.pop("name", None), body.pop("cron", None)
+        if not isinstance(name, str) or not isinstance(cron, str):
+            raise UsageError("'name' and 'cron' must be strings")
+        self.reply(await self.blocking(schedules.add, name, str(path), cron, **body), status=201)
+
+
+class ScheduleHandler(Nb2ProdHandler):
+    """``GET|DELETE /nb2prod/schedules/{name}``; ``POST .../{name}/(pause|resume|run-now)``."""
+
+    @web.authenticated
+    async def get(self, name: str) -> None:
+        from nb2prod.scheduling import schedules
+
+        self.reply(await self.blocking(schedules.show, name))
+
+    @web.authenticated
+    async def delete(self, name: str) -> None:
+        from nb2prod.scheduling import schedules
+
+        await self.blocking(schedules.remove, name)
+        self.reply({"removed": name})
+
+    @web.authenticated
+    async def post(self, name: str, action: str) -> None:
+        from nb2prod.scheduling import schedules
+
+        if action == "run-now":
+            self.reply(await self.blocking(schedules.run_now, name))
+            return
+        await self.blocking(schedules.set_paused, name, action == "pause")
+        self.reply(await self.blocking(schedules.show, name, 1))
+
+
 def setup_handlers(serverapp: Any) -> None:
     web_app = serverapp.web_app
     web_app.settings["nb2prod_server"] = Nb2ProdServer(parent=serverapp, log=serverapp.log)
@@ -193,6 +250,14 @@ def setup_handlers(serverapp: Any) -> None:
         ("runs", RunsHandler),
         (f"runs/{RUN_ID}", RunHandler),
         (f"runs/{RUN_ID}/cancel", CancelHandler),
+        ("schedules", SchedulesHandler),
+        (f"schedules/{SCHEDULE}", ScheduleHandler),
+        (f"schedules/{SCHEDULE}/(?P<action>pause|resume|run-now)", ScheduleHandler),
     ]
     web_app.add_handlers(".*$", [(url_path_join(base, "nb2prod", route), handler) for route, handler in routes])
     serverapp.log.info("nb2prod: REST API at %s", url_path_join(base, "nb2prod"))
+    if web_app.settings["nb2prod_server"].run_scheduler:
+        from nb2prod.scheduling.loop import start_in_server
+
+        start_in_server()
+        serverapp.log.info("nb2prod: scheduler running inside the server")
