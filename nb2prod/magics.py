@@ -131,7 +131,11 @@ class Nb2ProdMagics(Magics):
 
     def warn_if_unsaved(self, path: Path) -> None:
         """Warn when the kernel's own notebook on disk is older than its last executed cell."""
-        if path != session_notebook() or self.last_executed is None:
+        try:
+            own = session_notebook()
+        except UsageError:
+            return
+        if path != own or self.last_executed is None or not path.is_file():
             return
         if path.stat().st_mtime < self.last_executed:
             stderr_line(f"warning: {path.name} on disk is older than this kernel's last execution; unsaved "
