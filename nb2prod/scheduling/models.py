@@ -36,6 +36,7 @@ class ScheduleRow(Base):
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     considered_until: Mapped[datetime] = mapped_column(DateTime)  # fire times up to here are decided
+    next_fire_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)  # so a tick reads only due rows
 
 
 class FireRow(Base):

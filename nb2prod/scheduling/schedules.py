@@ -47,7 +47,7 @@ def add(name: str, notebook: str, cron: str, *, tz: str = "UTC", parameters: dic
                       options=options or {}, catchup=catchup, catchup_max=catchup_max, max_concurrent=max_concurrent,
                       timeout_s=timeout_s, retries=retries, retry_backoff_s=retry_backoff_s, notify_url=notify_url,
                       notify_command=notify_command, notify_on_success=notify_on_success, created_at=created,
-                      considered_until=created)
+                      considered_until=created, next_fire_at=timing.next_fire(cron, tz, created))
     with session() as s, s.begin():
         if s.scalar(select(ScheduleRow.id).where(ScheduleRow.name == name)):
             raise UsageError(f"a schedule named {name!r} already exists")
@@ -102,7 +102,8 @@ def set_paused(name: str, paused: bool) -> None:
         row = _get(s, name)
         values: dict[str, Any] = {"paused": paused}
         if not paused:
-            values["considered_until"] = max(row.considered_until, utcnow())
+            values["considered_until"] = since = max(row.considered_until, utcnow())
+            values["next_fire_at"] = timing.next_fire(row.cron, row.timezone, since)
         s.execute(update(ScheduleRow).where(ScheduleRow.id == row.id).values(**values))
 
 

@@ -46,7 +46,8 @@ class Scheduler:
         now = self.clock()
         started = 0
         with session() as s:
-            schedules = s.scalars(select(ScheduleRow).where(ScheduleRow.paused.is_(False))).all()
+            schedules = s.scalars(select(ScheduleRow).where(ScheduleRow.paused.is_(False),
+                                                            ScheduleRow.next_fire_at <= now)).all()
         for schedule in schedules:
             started += self._fire_due(schedule, now)
         self._watch(now)
@@ -63,7 +64,8 @@ class Scheduler:
         with session() as s, s.begin():  # advance first: a crash from here on never re-decides these times
             s.execute(update(ScheduleRow).where(ScheduleRow.id == schedule.id,
                                                 ScheduleRow.considered_until < due[-1])
-                      .values(considered_until=due[-1]))
+                      .values(considered_until=due[-1],
+                              next_fire_at=timing.next_fire(schedule.cron, schedule.timezone, due[-1])))
         for t in skip:
             self._claim(schedule, t, "skipped", f"missed while no scheduler ran (catch-up={schedule.catchup})")
         return sum(self._start(schedule, t, now) for t in run + on_time)

@@ -45,6 +45,13 @@ def fire_times(expr: str, tz: str, after: datetime, until: datetime, limit: int 
     return times
 
 
+def next_fire(expr: str, tz: str, after: datetime) -> datetime:
+    """The first fire time after ``after`` (naive UTC in and out)."""
+    zone = ZoneInfo(tz)
+    start = after.replace(tzinfo=timezone.utc).astimezone(zone)
+    return croniter(expr, start).get_next(datetime).astimezone(timezone.utc).replace(tzinfo=None)
+
+
 def render(value: object, scheduled: datetime, tz: str) -> object:
     """Replace ``{{ scheduled_time [+-N(d|h|m)][:FORMAT] }}`` in a string value; other values unchanged."""
     if not isinstance(value, str):
