@@ -96,6 +96,7 @@ class Coordinator:
             state.emit(type="stage", stage=stage, status="running", attempt=attempt, started_at=t,
                        system_retries=retries, node=info.get("node"))
 
+    @ray.method(concurrency_group="output")  # one thread: lines keep their order
     def stage_output(self, run_id: str, stage: str, stream: str, text: str) -> None:
         state = self._runs.get(run_id)
         if state is not None:
@@ -129,7 +130,7 @@ def get_coordinator(owned_by_keeper: bool = False):
             return ray.get_actor(name, namespace=NAMESPACE)
         except ValueError:
             time.sleep(0.1)
-    actor = ray.remote(Coordinator).options(
+    actor = ray.remote(concurrency_groups={"output": 1})(Coordinator).options(
         name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0,
         max_concurrency=64, max_restarts=-1).remote()
     _retire_stale(name)

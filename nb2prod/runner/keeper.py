@@ -7,8 +7,11 @@ across `nb2prod run` processes. Started by :func:`nb2prod.runner.cluster.start`,
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+
+CHECK_S = 2.0
 
 
 def main() -> None:
@@ -18,11 +21,13 @@ def main() -> None:
     connect()
     import ray
 
-    from nb2prod.runner.coordinator import get_coordinator
+    from nb2prod.runner.coordinator import code_fingerprint, get_coordinator
 
+    running = code_fingerprint()
     ray.get(get_coordinator().ready.remote())
-    while True:
-        time.sleep(3600)
+    while code_fingerprint() == running:  # nb2prod upgraded: restart with the new code
+        time.sleep(CHECK_S)
+    os.execv(sys.executable, [sys.executable, "-m", "nb2prod.runner.keeper", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -21,11 +21,19 @@ def run_stage(payload: StagePayload, coordinator, producers: list[str], *outputs
     coordinator.stage_started.remote(payload.run_id, payload.stage, payload.attempt,
                                      {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()})
 
-    def echo(stream: str, text: str) -> None:
-        coordinator.stage_output.remote(payload.run_id, payload.stage, stream, text)
+    pending: dict[str, str] = {}
 
-    meta, values = execute(payload, dict(zip(producers, outputs)),
-                           echo if payload.env.get("NB2PROD_LOG_OUTPUT") else None)
+    def echo(stream: str, text: str) -> None:  # whole lines only, in order
+        lines = (pending.pop(stream, "") + text).split("\n")
+        pending[stream] = lines.pop()
+        if lines:
+            coordinator.stage_output.remote(payload.run_id, payload.stage, stream, "\n".join(lines) + "\n")
+
+    live = payload.env.get("NB2PROD_LOG_OUTPUT")
+    meta, values = execute(payload, dict(zip(producers, outputs)), echo if live else None)
+    for stream, rest in pending.items():
+        if rest:
+            coordinator.stage_output.remote(payload.run_id, payload.stage, stream, rest + "\n")
     meta["system_retries"] = _ray_attempt()
     return meta, values
 
