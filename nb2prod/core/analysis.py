@@ -3,7 +3,8 @@
 A cell *defines* a name it assigns, imports, defs/classes, augments, deletes, assigns an attribute
 or item of (``x.a = ...``, ``x[k] = ...``), or mutates in place: a call of one of
 :data:`MUTATING_METHODS` on it (``model.fit(...)``, ``rows.append(...)``) or any call with
-``inplace=True`` (``df.dropna(inplace=True)``). Mutations of imported modules do not count.
+``inplace=True`` (``df.dropna(inplace=True)``). Mutations of imported modules (``sys.path.append``,
+``plt.rcParams.update``) do not count: the builder drops them, knowing every cell's imports.
 A cell *reads* a name it uses before (re)defining it. Statements are visited in execution order;
 both branches of an ``if`` count. Names bound inside comprehensions and lambdas are local to them.
 What the rules miss, an ``after:`` tag covers.
@@ -39,6 +40,7 @@ class CellFlow:
     reads: list[str] = field(default_factory=list)
     defines: set[str] = field(default_factory=set)
     mutates: set[str] = field(default_factory=set)
+    mutated_only: set[str] = field(default_factory=set)  # mutated, never bound here
     imports: set[str] = field(default_factory=set)
     loads: set[str] = field(default_factory=set)
     functions: dict[str, set[str]] = field(default_factory=dict)
@@ -57,7 +59,7 @@ def analyze(code: str) -> CellFlow:
     flow = visitor.flow
     flow.functions = _function_globals(code, tree)
     flow.mutates -= flow.imports
-    flow.defines = (flow.defines - (visitor.mutation_only - flow.mutates))
+    flow.mutated_only = visitor.mutation_only
     return flow
 
 
@@ -100,10 +102,10 @@ def printed_names(code: str) -> list[str]:
     return names
 
 
-def _bound_names(stmt: ast.stmt) -> set[str]:
+def _bound_names(stmt: ast.stmt) -> list[str]:
     v = _FlowVisitor()
     v.visit(stmt)
-    return v.flow.defines
+    return sorted(v.flow.defines)
 
 
 def _root_name(node: ast.expr) -> str | None:
@@ -179,6 +181,7 @@ class _FlowVisitor(ast.NodeVisitor):
             self._store_target(target)
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self.visit(node.annotation)
         if node.value is not None:
             self.visit(node.value)
             self._store_target(node.target)
@@ -225,8 +228,12 @@ class _FlowVisitor(ast.NodeVisitor):
     visit_ImportFrom = visit_Import
 
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
-        for expr in node.decorator_list + node.args.defaults + [d for d in node.args.kw_defaults if d]:
-            self.visit(expr)
+        args = node.args
+        annotations = [a.annotation for a in args.posonlyargs + args.args + args.kwonlyargs
+                       + [a for a in (args.vararg, args.kwarg) if a] if a.annotation] + [node.returns]
+        for expr in node.decorator_list + args.defaults + [d for d in args.kw_defaults if d] + annotations:
+            if expr is not None:
+                self.visit(expr)
         self._define(node.name)
 
     visit_AsyncFunctionDef = visit_FunctionDef
@@ -234,6 +241,10 @@ class _FlowVisitor(ast.NodeVisitor):
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         for expr in node.decorator_list + node.bases + [k.value for k in node.keywords]:
             self.visit(expr)
+        self.local_scopes.append(set())  # the class body runs now, in its own scope
+        for stmt in node.body:
+            self.visit(stmt)
+        self.local_scopes.pop()
         self._define(node.name)
 
     def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:

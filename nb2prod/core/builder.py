@@ -10,6 +10,7 @@ from typing import Any
 
 from nb2prod.core import analysis, grammar
 from nb2prod.core.analysis import BUILTIN_NAMES, CellFlow
+from nb2prod.core.params import jsonable, literal_type
 from nb2prod.core.source import clean_source
 from nb2prod.core.spec import CellCode, Issue, Parameter, PipelineSpec, Stage
 from nb2prod.errors import NotebookError
@@ -68,6 +69,7 @@ class _Builder:
         self.skipped: list[_Cell] = []
         self.stage_cells: dict[str, list[_Cell]] = {}
         self.kale_metric_names: list[tuple[str, _Cell]] = []
+        self.unassigned: list[_Cell] = []
         self._read_cells(nb)
 
     def error(self, message: str, cell: _Cell | None = None, stage: str | None = None) -> None:
@@ -114,9 +116,16 @@ class _Builder:
             return self.spec
         self.spec.dialect = dialects.pop() if dialects else "nb2prod"
         self._assign_cells()
-        for cell in [*self.setup, *(c for cs in self.stage_cells.values() for c in cs)]:
+        self._pin_cell_errors_to_stages()
+        analyzed = [*self.setup, *(c for cs in self.stage_cells.values() for c in cs)]
+        for cell in analyzed:
             if not any(e.cell_index == cell.index for e in self.spec.errors):
                 cell.flow = analysis.analyze(cell.code)
+        modules = {name for cell in analyzed if cell.flow for name in cell.flow.imports}
+        for cell in analyzed:
+            if cell.flow:  # mutating an imported module (sys.path.append) does not define it
+                cell.flow.defines -= cell.flow.mutated_only & modules
+                cell.flow.mutates -= modules
         self._read_parameters()
         self._infer_flow()
         self._order_stages()
@@ -125,8 +134,16 @@ class _Builder:
     def _assign_cells(self) -> None:
         kale = self.spec.dialect == "kale"
         current: str | None = None
+        block: _Cell | None = None  # Kale: the imports/functions/parameters/metrics cell untagged cells continue
         for cell in self.cells:
             tags = cell.tags
+            if kale and block is not None and not tags.stage and tags.role == "code" and not tags.kale_metrics:
+                self._continue_kale_block(block, cell)
+                continue
+            if kale and tags.role in ("parameters", "setup") or tags.kale_metrics:
+                block = cell
+            elif tags.stage:
+                block = None
             if tags.role == "parameters":
                 if self.params_cell is None:
                     self.params_cell = cell
@@ -150,9 +167,30 @@ class _Builder:
                                "rename one of them", cell, tags.stage)
                 current = tags.stage
             elif kale and current is None:
-                continue  # Kale: cells before the first step belong to no step
+                self.unassigned.append(cell)  # Kale: cells before the first step belong to no step
+                continue
+            if kale and tags.prev and (tags.stage is None or tags.stage in self.stage_cells):
+                self.warn("Kale reads prev: only on the cell that starts a step; ignored here", cell, current)
+                tags.prev = []
             current = self._add_to(current, cell)
         self.setup.sort(key=lambda c: (c.tags.kale_setup_order, c.index))
+
+    def _continue_kale_block(self, block: _Cell, cell: _Cell) -> None:
+        """Kale appends an untagged cell to the special block above it."""
+        if block.tags.kale_metrics:
+            self.kale_metric_names += [(n, cell) for n in analysis.printed_names(cell.code)]
+            return
+        if block.tags.role == "parameters":
+            self.warn("Kale merges this cell into pipeline-parameters; nb2prod reads one parameters cell, "
+                      "so it runs as setup and its values cannot be overridden: move them into that cell", cell)
+        cell.tags.kale_setup_order = 2 if block.tags.role == "parameters" else block.tags.kale_setup_order
+        self.setup.append(cell)
+
+    def _pin_cell_errors_to_stages(self) -> None:
+        stage_of = {c.index: name for name, cells in self.stage_cells.items() for c in cells}
+        for issue in self.spec.errors:
+            if issue.stage is None and issue.cell_index in stage_of:
+                issue.stage = stage_of[issue.cell_index]
 
     def _add_to(self, current: str | None, cell: _Cell) -> str:
         name = current or MAIN_STAGE
@@ -183,8 +221,8 @@ class _Builder:
             self.warn(f"the parameters cell has {others} statement(s) that are not NAME = literal; "
                       "they run in every stage, and names they bind have type 'any'", cell)
         for name, (literal, value) in found.items():
-            self.spec.parameters[name] = Parameter(name, _type_name(value) if literal else "any",
-                                                   _jsonable(value) if literal else None)
+            self.spec.parameters[name] = Parameter(name, literal_type(value) if literal else "any",
+                                                   jsonable(value) if literal else None)
 
     # --- 3. data flow --------------------------------------------------------------
     def _infer_flow(self) -> None:
@@ -281,8 +319,11 @@ class _Builder:
         if definer:
             return (f"reads {read!r} before any stage defines it: it is first defined in later stage "
                     f"{definer!r}; move the cell, or define {read!r} earlier")
-        if any(read in analysis.analyze(c.code).defines for c in self.skipped if _parses(c.code)):
+        if _defined_in(read, self.skipped):
             return f"reads {read!r}, which is defined only in a cell tagged `skip`; untag that cell or tag it `setup`"
+        if _defined_in(read, self.unassigned):
+            return (f"reads {read!r}, which only an untagged cell before the first step defines; as in Kale, "
+                    "such cells belong to no step: tag it `imports`, `functions` or a step:NAME")
         return (f"reads {read!r}, which no upstream stage, parameter, setup cell or builtin defines; "
                 "define it in an earlier stage or a `setup` cell")
 
@@ -342,26 +383,12 @@ def _closure(name: str, functions: dict[str, set[str]]) -> set[str]:
     return seen
 
 
-def _parses(code: str) -> bool:
-    try:
-        analysis.analyze(code)
-        return True
-    except SyntaxError:
-        return False
+def _defined_in(name: str, cells: list[_Cell]) -> bool:
+    for cell in cells:
+        try:
+            if name in analysis.analyze(cell.code).defines:
+                return True
+        except SyntaxError:
+            continue
+    return False
 
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "None"
-    for kind in (bool, int, float, str, list, dict):
-        if isinstance(value, kind):
-            return kind.__name__
-    return "any"
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, (tuple, set, frozenset)):
-        return list(value)
-    if isinstance(value, (bytes, complex)):
-        return repr(value)
-    return value

@@ -4,7 +4,7 @@ nb2prod dialect: ``parameters``, ``stage:NAME``, ``after:NAME``, ``setup``, ``sk
 ``resources:cpu=N,gpu=N,memory=SIZE[,CUSTOM=N]``, ``gpu``, ``retries:N``, ``timeout:SECONDS``,
 ``nocache``, ``inputs:PATH_OR_GLOB``.
 
-Kale dialect (read as-is): ``step:NAME``, ``block:NAME`` / bare ``block:``, ``prev:NAME``,
+Kale dialect (read as-is): ``step:NAME``, ``block:NAME`` / bare ``step:`` or ``block:``, ``prev:NAME``,
 ``imports``, ``functions``, ``pipeline-parameters``, ``pipeline-metrics``, ``skip``,
 ``limit:nvidia.com/gpu:N``; Kale's other tags (``annotation:``, ``label:``, ``image:``, ``limit:``,
 ``cache:``) are accepted and ignored.
@@ -115,14 +115,12 @@ def parse_tags(tags: list[str]) -> Directives:
 
 def _apply_tag(d: Directives, tag: str) -> None:
     if m := STAGE_TAG.match(tag):
-        d.stage, d.stage_dialect = m.group(1), "nb2prod"
+        _set_stage(d, m.group(1), "nb2prod")
     elif (m := KALE_STEP_TAG.match(tag)) or (m := KALE_BLOCK_TAG.match(tag)):
         if m.group(1):
-            d.stage, d.stage_dialect = m.group(1), "kale"
-        elif tag.startswith("block:"):
+            _set_stage(d, m.group(1), "kale")
+        else:  # as in Kale, a bare ``step:``/``block:`` continues the previous step
             d.continues, d.stage_dialect = True, "kale"
-        else:
-            raise ValueError("a step needs a name: step:NAME (lowercase letters, digits, _)")
     elif m := AFTER_TAG.match(tag):
         d.after.append(m.group(1))
     elif m := KALE_PREV_TAG.match(tag):
@@ -153,10 +151,16 @@ def _apply_tag(d: Directives, tag: str) -> None:
         d.nocache = True
     elif m := INPUTS_TAG.match(tag):
         d.inputs.append(m.group(1))
-    elif tag.startswith(("stage:", "after:", "retries:", "timeout:", "prev:")):
+    elif tag.startswith(("stage:", "after:", "retries:", "timeout:", "prev:", "step:", "block:")):
         raise ValueError(_malformed_hint(tag))
     elif KALE_IGNORED_TAG.match(tag):
         pass  # Kale's Kubernetes-specific tags mean nothing on Ray
+
+
+def _set_stage(d: Directives, name: str, dialect: Dialect) -> None:
+    if d.stage is not None and d.stage != name:
+        raise ValueError(f"the cell already starts stage {d.stage!r}; a cell belongs to one stage")
+    d.stage, d.stage_dialect = name, dialect
 
 
 def _malformed_hint(tag: str) -> str:
@@ -165,6 +169,8 @@ def _malformed_hint(tag: str) -> str:
         "stage": "stage names use letters, digits, '_' and '-' (stage:train_model)",
         "after": "after:NAME names a stage (letters, digits, '_' and '-')",
         "prev": "prev:NAME names a Kale step (lowercase letters, digits, '_')",
+        "step": "Kale step names use lowercase letters, digits and '_' (step:train_model)",
+        "block": "Kale step names use lowercase letters, digits and '_' (block:train_model)",
         "retries": "retries:N takes a whole number",
         "timeout": "timeout:SECONDS takes a number of seconds",
     }[kind]

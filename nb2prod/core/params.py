@@ -70,6 +70,30 @@ def _load_yaml(text: str, origin: str) -> dict[str, Any]:
     return data
 
 
+def literal_type(value: object) -> str:
+    """The type of a literal default: int, float, bool, str, None, list, dict; ``any`` for other
+    literals and for lists/dicts that JSON cannot hold as they are (tuples, sets, non-string keys)."""
+    if value is None:
+        return "None"
+    for kind in (bool, int, float, str, list, dict):
+        if isinstance(value, kind):
+            return kind.__name__ if kind not in (list, dict) or jsonable(value) == value else "any"
+    return "any"
+
+
+def jsonable(value: object) -> object:
+    """A literal as JSON can hold it: tuples and sets become lists, keys strings, bytes their repr."""
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((jsonable(v) for v in value), key=repr)
+    if isinstance(value, (bytes, complex)):
+        return repr(value)
+    return value
+
+
 def validate_parameters(spec: PipelineSpec, values: dict[str, Any]) -> dict[str, Any]:
     """Check names and types against the notebook's parameters; return the checked overrides.
 

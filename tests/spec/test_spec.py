@@ -88,7 +88,8 @@ def test_kale_dialect_golden(tmp_path):
         "total": {"cells": [7], "inputs": ["a"], "upstream": ["load"]},
         "report": {"cells": [8], "inputs": ["b", "c", "more"], "upstream": ["double", "total"]},
     }
-    assert spec.setup_cells == [0, 1] and spec.stages["report"].metrics == ["d"]
+    # as in Kale, the untagged cell 3 continues the pipeline-parameters block above it (run as setup)
+    assert spec.setup_cells == [0, 1, 3] and spec.stages["report"].metrics == ["d"]
 
 
 def test_kale_edges_only_from_prev_with_warning(tmp_path):
