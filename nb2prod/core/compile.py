@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -17,14 +18,16 @@ def compile_notebook(notebook: str | Path, output_dir: str | Path) -> list[Path]
     spec = build_spec(notebook)
     if spec.errors:
         listing = "\n".join(f"  - {e}" for e in spec.errors)
-        raise ValidationError(f"{Path(notebook).name} is not a valid pipeline:\n{listing}")
+        raise ValidationError(f"{Path(notebook).name} is not a valid pipeline:\n{listing}",
+                              errors=[asdict(e) for e in spec.errors])
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec_path = out / "pipeline.json"
     spec_path.write_text(json.dumps(spec.to_dict(include_code=True), indent=1) + "\n")
     template = Template(resources.files("nb2prod.core").joinpath("templates/pipeline.py.tmpl").read_text())
-    parameters = ", ".join(f"{p.name}={p.default!r}" for p in spec.parameters.values()) or "none"
+    # Comment lines only: no notebook name or default can break the generated Python.
+    parameters = "\n".join(f"#   {p.name} = {p.default!r} ({p.type})" for p in spec.parameters.values()) or "#   none"
     script = out / "pipeline.py"
-    script.write_text(template.substitute(notebook_name=Path(notebook).name, version=__version__,
+    script.write_text(template.substitute(notebook_name=ascii(Path(notebook).name), version=__version__,
                                           parameters=parameters))
     return [spec_path, script]
