@@ -35,6 +35,7 @@ class _Task:
     attempt: int
     outputs: Any
     submitted: float
+    needs: dict[str, float]  # GPUs and custom resources it was placed with (after any GPU fallback)
 
 
 class Orchestration:
@@ -138,7 +139,8 @@ class Orchestration:
         payload = self._payload(name, attempt, fallback)
         meta_ref, out_ref = run_stage.options(**options).remote(
             payload, self.coordinator, producers, *[self._inputs_of(p) for p in producers])
-        self.running[meta_ref] = _Task(name, attempt, out_ref, time.time())
+        needs = {**options.get("resources", {}), **({"GPU": options["num_gpus"]} if options["num_gpus"] else {})}
+        self.running[meta_ref] = _Task(name, attempt, out_ref, time.time(), needs)
         self.state.emit(type="stage", stage=name, status="queued", attempt=attempt, gpu_fallback=fallback)
 
     def _placement(self, stage) -> tuple[dict[str, Any], str | None, bool]:
@@ -250,8 +252,7 @@ class Orchestration:
         nodes = ray.nodes()
         alive = [n for n in nodes if n["Alive"]]
         for ref, task in list(self.running.items()):
-            needed = {k: v for k, v in self.spec.stages[task.stage].resources.items() if k not in ("cpu", "memory")}
-            needed = {("GPU" if k == "gpu" else k): v for k, v in needed.items() if v}
+            needed = task.needs
             if not needed or any(all(n["Resources"].get(k, 0) >= v for k, v in needed.items()) for n in alive):
                 continue
             starts = self.state.starts.get((task.stage, task.attempt)) or [{}]
