@@ -4,7 +4,7 @@ A cell *defines* a name it assigns, imports, defs/classes, augments, deletes, as
 or item of (``x.a = ...``, ``x[k] = ...``), or mutates in place: a call of one of
 :data:`MUTATING_METHODS` on it (``model.fit(...)``, ``rows.append(...)``) or any call with
 ``inplace=True`` (``df.dropna(inplace=True)``). Mutations of imported modules (``sys.path.append``,
-``plt.rcParams.update``) do not count: the builder drops them, knowing every cell's imports.
+``plt.rcParams.update``) do not count (:func:`ignore_module_mutations`, given every cell's flow).
 A cell *reads* a name it uses before (re)defining it. Statements are visited in execution order;
 both branches of an ``if`` count. Names bound inside comprehensions and lambdas are local to them.
 What the rules miss, an ``after:`` tag covers.
@@ -61,6 +61,14 @@ def analyze(code: str) -> CellFlow:
     flow.mutates -= flow.imports
     flow.mutated_only = visitor.mutation_only
     return flow
+
+
+def ignore_module_mutations(flows: list[CellFlow]) -> None:
+    """Mutating a module the notebook imports (``sys.path.append``) does not (re)define it."""
+    modules = {name for flow in flows for name in flow.imports}
+    for flow in flows:
+        flow.defines -= flow.mutated_only & modules
+        flow.mutates -= modules
 
 
 def parameter_assignments(code: str) -> tuple[dict[str, tuple[bool, object]], int]:

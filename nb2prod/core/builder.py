@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import graphlib
 import json
 from dataclasses import dataclass
@@ -90,13 +91,7 @@ class _Builder:
             cell = _Cell(index, raw.get("id"), clean.code, grammar.parse_tags(list(tags)))
             if clean.stage_header is not None:
                 try:
-                    header = grammar.parse_stage_magic(clean.stage_header)
-                    cell.tags.stage, cell.tags.stage_dialect = header.stage, "nb2prod"
-                    cell.tags.after += header.after
-                    cell.tags.resources.update(header.resources)
-                    cell.tags.retries = header.retries if header.retries is not None else cell.tags.retries
-                    cell.tags.timeout = header.timeout if header.timeout is not None else cell.tags.timeout
-                    cell.tags.nocache |= header.nocache
+                    cell.tags.merge(grammar.parse_stage_magic(clean.stage_header))
                 except ValueError as exc:
                     self.error(f"bad %%stage header: {exc}. Usage: {grammar.stage_magic_parser().usage}", cell)
             for problem in cell.tags.problems:
@@ -121,11 +116,7 @@ class _Builder:
         for cell in analyzed:
             if not any(e.cell_index == cell.index for e in self.spec.errors):
                 cell.flow = analysis.analyze(cell.code)
-        modules = {name for cell in analyzed if cell.flow for name in cell.flow.imports}
-        for cell in analyzed:
-            if cell.flow:  # mutating an imported module (sys.path.append) does not define it
-                cell.flow.defines -= cell.flow.mutated_only & modules
-                cell.flow.mutates -= modules
+        analysis.ignore_module_mutations([c.flow for c in analyzed if c.flow])
         self._read_parameters()
         self._infer_flow()
         self._order_stages()
@@ -140,7 +131,7 @@ class _Builder:
             if kale and block is not None and not tags.stage and tags.role == "code" and not tags.kale_metrics:
                 self._continue_kale_block(block, cell)
                 continue
-            if kale and tags.role in ("parameters", "setup") or tags.kale_metrics:
+            if kale and (tags.role in ("parameters", "setup") or tags.kale_metrics):
                 block = cell
             elif tags.stage:
                 block = None
@@ -166,6 +157,8 @@ class _Builder:
                     self.error(f"duplicate stage name {tags.stage!r} (first used in cell {first.index}); "
                                "rename one of them", cell, tags.stage)
                 current = tags.stage
+            elif current is None and not kale and _is_blank(cell.code):
+                continue  # only dropped magics (%load_ext nb2prod) or comments: no `main` stage for it
             elif kale and current is None:
                 self.unassigned.append(cell)  # Kale: cells before the first step belong to no step
                 continue
@@ -254,8 +247,8 @@ class _Builder:
                         stage.mutated_inputs.append(read)
                 elif read in available or star:
                     continue
-                elif self.spec.dialect == "kale" and any(read in d for d in defines.values()):
-                    continue  # warned in _producer
+                elif cell is None or self.spec.dialect == "kale" and any(read in d for d in defines.values()):
+                    continue  # a name free in a function the Kale step defines; or warned in _producer
                 else:
                     self.error(self._undefined_hint(read, order[position + 1:], defines), cell, name)
             for call in sorted({c for cell in self.stage_cells[name] if cell.flow
@@ -276,7 +269,8 @@ class _Builder:
         self._kale_metrics(order, defines)
 
     def _stage_reads(self, cells: list[_Cell], functions: dict[str, set[str]]):
-        reads: dict[str, _Cell] = {}
+        """Names the stage reads (→ the cell reading it; None for Kale's names free in its functions)."""
+        reads: dict[str, _Cell | None] = {}
         defined: set[str] = set()
         mutated: set[str] = set()
         for cell in cells:
@@ -290,6 +284,9 @@ class _Builder:
                     reads[read] = cell
             defined |= cell.flow.defines
             mutated |= cell.flow.mutates
+        if self.spec.dialect == "kale":  # as Kale (pyflakes): names free in the functions a step defines
+            free = {n for c in cells if c.flow for names in c.flow.functions.values() for n in names}
+            reads.update(dict.fromkeys(sorted(free - defined - reads.keys() - BUILTIN_NAMES)))
         return reads, defined, mutated
 
     def _producer(self, read: str, earlier: list[str], defines: dict[str, set[str]], stage: str) -> str | None:
@@ -381,6 +378,13 @@ def _closure(name: str, functions: dict[str, set[str]]) -> set[str]:
                 seen.add(used)
                 todo.append(used)
     return seen
+
+
+def _is_blank(code: str) -> bool:
+    try:
+        return not ast.parse(code).body
+    except SyntaxError:
+        return False
 
 
 def _defined_in(name: str, cells: list[_Cell]) -> bool:

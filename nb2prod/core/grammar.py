@@ -73,6 +73,15 @@ class Directives:
     inputs: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
+    def merge(self, header: "Directives") -> None:
+        """Add what a ``%%stage`` header says to what the cell's tags say."""
+        self.stage, self.stage_dialect = header.stage, "nb2prod"
+        self.after += header.after
+        self.resources.update(header.resources)
+        self.retries = header.retries if header.retries is not None else self.retries
+        self.timeout = header.timeout if header.timeout is not None else self.timeout
+        self.nocache |= header.nocache
+
 
 def parse_size(text: str) -> int:
     """``"4GiB"`` → 4294967296, ``"512M"`` → 512000000, ``"1000"`` → 1000."""
