@@ -63,6 +63,14 @@ def analyze(code: str) -> CellFlow:
     return flow
 
 
+def is_blank(code: str) -> bool:
+    """True when the code has no statements (only comments, or magics that were dropped)."""
+    try:
+        return not ast.parse(code).body
+    except SyntaxError:
+        return False
+
+
 def ignore_module_mutations(flows: list[CellFlow]) -> None:
     """Mutating a module the notebook imports (``sys.path.append``) does not (re)define it."""
     modules = {name for flow in flows for name in flow.imports}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import graphlib
 import json
 from dataclasses import dataclass
@@ -76,6 +75,9 @@ class _Builder:
     def error(self, message: str, cell: _Cell | None = None, stage: str | None = None) -> None:
         self.spec.errors.append(Issue(message, cell and cell.index, cell and cell.id, stage))
 
+    def _failed(self, cell: _Cell) -> bool:
+        return any(e.cell_index == cell.index for e in self.spec.errors)
+
     def warn(self, message: str, cell: _Cell | None = None, stage: str | None = None) -> None:
         self.spec.warnings.append(Issue(message, cell and cell.index, cell and cell.id, stage))
 
@@ -114,7 +116,7 @@ class _Builder:
         self._pin_cell_errors_to_stages()
         analyzed = [*self.setup, *(c for cs in self.stage_cells.values() for c in cs)]
         for cell in analyzed:
-            if not any(e.cell_index == cell.index for e in self.spec.errors):
+            if not self._failed(cell):
                 cell.flow = analysis.analyze(cell.code)
         analysis.ignore_module_mutations([c.flow for c in analyzed if c.flow])
         self._read_parameters()
@@ -157,7 +159,7 @@ class _Builder:
                     self.error(f"duplicate stage name {tags.stage!r} (first used in cell {first.index}); "
                                "rename one of them", cell, tags.stage)
                 current = tags.stage
-            elif current is None and not kale and _is_blank(cell.code):
+            elif current is None and not kale and analysis.is_blank(cell.code) and not self._failed(cell):
                 continue  # only dropped magics (%load_ext nb2prod) or comments: no `main` stage for it
             elif kale and current is None:
                 self.unassigned.append(cell)  # Kale: cells before the first step belong to no step
@@ -205,7 +207,7 @@ class _Builder:
         for setup_cell in self.setup:
             self.spec.setup_cells.append(setup_cell.index)
             self.spec.cells[setup_cell.index] = CellCode(setup_cell.index, setup_cell.id, setup_cell.code)
-        if cell is None or any(e.cell_index == cell.index for e in self.spec.errors):
+        if cell is None or self._failed(cell):
             return
         self.spec.parameters_cell = cell.index
         self.spec.cells[cell.index] = CellCode(cell.index, cell.id, cell.code)
@@ -378,13 +380,6 @@ def _closure(name: str, functions: dict[str, set[str]]) -> set[str]:
                 seen.add(used)
                 todo.append(used)
     return seen
-
-
-def _is_blank(code: str) -> bool:
-    try:
-        return not ast.parse(code).body
-    except SyntaxError:
-        return False
 
 
 def _defined_in(name: str, cells: list[_Cell]) -> bool:
