@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,12 @@ def execute(notebook: str, options, *, as_json: bool, quiet: bool, run_id: str |
     from nb2prod.cli.live import LiveStatus
 
     prepared_stages = list(api.prepare(notebook, options).spec.stages)
+    if not quiet and not (options.ray_address or os.environ.get("RAY_ADDRESS")):
+        from nb2prod.runner import cluster
+
+        if cluster.status() is None:
+            stderr.print("starting nb2prod's local Ray cluster (127.0.0.1 only; it stays warm for the next runs — "
+                         "`nb2prod cluster down` stops it)")
     with LiveStatus(prepared_stages, enabled=not quiet) as live:
         record = api.run(notebook, options, run_id=run_id, origin=origin, observer=live)
     if as_json:
