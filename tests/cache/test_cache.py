@@ -134,3 +134,17 @@ def test_large_arrays_are_memory_mapped_and_evicted(tmp_path, monkeypatch):
     monkeypatch.setenv("NB2PROD_CACHE_MAX_BYTES", str(big.nbytes + 1000))
     cache.write(directory, "b" * 64, {"x": big + 1}, {"stage": "s", "run_id": "r"})
     assert [e["key"] for e in cache.entries(directory)] == ["b" * 64]
+
+
+def test_cache_cli_ls_info_clear(chain, tmp_path):
+    from tests.conftest import run_cli
+
+    directory = tmp_path / "own-cache"
+    api.run(chain, RunOptions(cache_dir=str(directory)))
+    listing = run_cli("cache", "ls", "--json", "--cache-dir", str(directory))
+    assert listing.returncode == 0
+    assert sorted(e["stage"] for e in json.loads(listing.stdout)) == ["first", "second", "side", "third"]
+    info = run_cli("cache", "info", "--cache-dir", str(directory))
+    assert "entries:  4" in info.stdout
+    cleared = run_cli("cache", "clear", "--cache-dir", str(directory))
+    assert "removed 4" in cleared.stdout and cache.entries(directory) == []
