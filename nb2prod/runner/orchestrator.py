@@ -189,6 +189,7 @@ class Orchestration:
             parameters_cell=cell(spec.parameters_cell) if spec.parameters_cell is not None else None,
             parameters=req.overrides, inputs={i: self._producer(name, i) for i in stage.inputs},
             mutated_inputs=stage.mutated_inputs, outputs=stage.outputs, metrics=stage.metrics, env=env,
+            keep_all=not any(name in s.upstream for s in spec.stages.values()),
             secrets=req.secret_values, stage_dir=stage_dir,
             mlflow={"tracking_uri": self.tracker.uri, "run_id": self.child_runs[name].result()} if uses_mlflow else None)
 

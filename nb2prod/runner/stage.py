@@ -22,6 +22,7 @@ from typing import Any, Callable
 CELL_FILENAME = "<cell {index}>"
 Echo = Callable[[str, str], None]  # (stream name, text): live output for --log-output
 _SCALARS = (int, float, bool)
+_MISSING = object()
 
 
 @dataclass
@@ -39,6 +40,7 @@ class StagePayload:
     inputs: dict[str, str] = field(default_factory=dict)  # name -> producing stage
     mutated_inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    keep_all: bool = False  # a leaf stage: also keep every other value it bound (for `%nb2prod pull`)
     metrics: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)
@@ -108,9 +110,12 @@ def execute(payload: StagePayload, upstream: dict[str, dict[str, Any]],
         for cell in payload.setup:
             _run_cell(cell, ns, meta, payload, stdout_log, echo, record=False)
         ns.update(_take_inputs(payload, upstream, ns))
+        baseline = dict(ns)  # what the stage found: parameters, setup, inputs
         for cell in payload.cells:
             _run_cell(cell, ns, meta, payload, stdout_log, echo, record=True)
         outputs = _collect_outputs(payload, ns)
+        if payload.keep_all:
+            outputs.update(_everything_else(ns, baseline, outputs))
         meta["metrics"] = _collect_metrics(payload, ns)
     except _CellFailed as failed:
         meta["status"], meta["error"] = "failed", failed.error
@@ -244,6 +249,23 @@ def _rebind(value: Any, ns: dict) -> Any:
             elif isinstance(member, (staticmethod, classmethod)):
                 setattr(value, attr, type(member)(_rebind(member.__func__, ns)))
     return value
+
+
+def _everything_else(ns: dict, baseline: dict, outputs: dict[str, Any]) -> dict[str, Any]:
+    """Values a leaf stage bound itself that can be pickled (modules, privates, unpicklable values left out)."""
+    from ray import cloudpickle
+
+    kept = {}
+    for name, value in ns.items():
+        if name in outputs or name.startswith("_") or isinstance(value, types.ModuleType) \
+                or baseline.get(name, _MISSING) is value:
+            continue
+        try:
+            cloudpickle.dumps(value) if not type(value).__module__.startswith(("numpy", "pandas")) else None
+        except Exception:  # noqa: BLE001 - best effort: only what can be stored
+            continue
+        kept[name] = value
+    return kept
 
 
 def _collect_outputs(payload: StagePayload, ns: dict) -> dict[str, Any]:

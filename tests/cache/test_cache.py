@@ -148,3 +148,10 @@ def test_cache_cli_ls_info_clear(chain, tmp_path):
     assert "entries:  4" in info.stdout
     cleared = run_cli("cache", "clear", "--cache-dir", str(directory))
     assert "removed 4" in cleared.stdout and cache.entries(directory) == []
+
+
+def test_leaf_stage_values_are_stored_for_pull(chain):
+    record = api.run(chain, RunOptions(no_cache=True))
+    third = cache.load_stage_outputs(record["id"], "third")
+    assert third == {"c": 20}  # a leaf stage: everything it bound, not only what others read
+    assert cache.load_stage_outputs(record["id"], "second") == {"b": [0, 2, 4, 6, 8]}
