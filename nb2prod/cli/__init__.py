@@ -36,14 +36,8 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    from nb2prod.cli import check, runs  # noqa: F401  (register commands)
+    from nb2prod.cli import cache, check, cluster, run, runs, schedule  # noqa: F401  (register commands)
 
-    for optional in ("run", "cluster", "cache", "schedule"):
-        try:
-            __import__(f"nb2prod.cli.{optional}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"nb2prod.cli.{optional}":
-                raise
     cli.main(args=argv, prog_name="nb2prod", standalone_mode=True)
 
 

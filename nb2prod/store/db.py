@@ -48,11 +48,8 @@ def _engine(url: str) -> Engine:
 
 
 def _ensure_schema(engine: Engine) -> None:
-    import nb2prod.store.models  # noqa: F401  (register tables)
-    try:
-        import nb2prod.scheduling.models  # noqa: F401
-    except ModuleNotFoundError:
-        pass
+    import nb2prod.scheduling.models  # noqa: F401  (register tables)
+    import nb2prod.store.models  # noqa: F401
     Base.metadata.create_all(engine)
     with Session(engine) as session, session.begin():
         row = session.scalar(select(Meta).where(Meta.key == "schema_version"))
