@@ -21,6 +21,7 @@ from nb2prod.runner.request import RunRequest
 
 CLIENT_TIMEOUT_S = 30.0
 KEEPER_WAIT_S = 20.0
+HEAD_NODE = "node:__internal_head__"
 
 
 class RunState:
@@ -132,6 +133,7 @@ def get_coordinator(owned_by_keeper: bool = False):
             time.sleep(0.1)
     actor = ray.remote(concurrency_groups={"output": 1})(Coordinator).options(
         name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0,
+        resources={HEAD_NODE: 0.001},  # on the head node: losing a worker node never loses the coordinator
         max_concurrency=64, max_restarts=-1).remote()
     _retire_stale(name)
     return actor

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from nb2prod.core.status import RunStatus
+from nb2prod.errors import Nb2ProdError
 from nb2prod.store import runs as store
 
 Observer = Callable[[dict[str, Any]], None]
@@ -36,28 +37,39 @@ def drive(request, ray_address: str | None, observer: Observer | None = None) ->
 
     coordinator = get_coordinator(owned_by_keeper=is_embedded(address))
     ref = coordinator.run.remote(request)
-    cursor, last_beat, cancel_sent = 0, 0.0, False
-    with _signals_to_cancel() as interrupted:
-        while True:
-            done, _ = ray.wait([ref], timeout=POLL_S)
-            events, cursor = ray.get(coordinator.poll.remote(request.run_id, cursor))
-            for event in events:
-                _apply(request.run_id, event)
-                if observer:
-                    observer(event)
-            if done:
-                break
-            now = time.time()
-            if now - last_beat > store.HEARTBEAT_S:
-                last_beat = now
-                if store.heartbeat(request.run_id):
-                    interrupted.set()
-            if interrupted.is_set() and not cancel_sent:
-                coordinator.cancel.remote(request.run_id)
-                cancel_sent = True
-    result = ray.get(ref)
+    try:
+        with _signals_to_cancel() as interrupted:
+            _follow(request, coordinator, ref, interrupted, observer)
+        result = ray.get(ref)
+    except ray.exceptions.RayError as exc:
+        raise Nb2ProdError(f"the run's coordinator in the Ray cluster was lost ({type(exc).__name__}); "
+                           f"the run's state is in the run store: `nb2prod status {request.run_id}`") from None
     result["interrupted"] = interrupted.is_set()
     return result
+
+
+def _follow(request, coordinator, ref, interrupted: threading.Event, observer: Observer | None) -> None:
+    """Mirror the coordinator's events until the run ends; heartbeat; forward a cancel once."""
+    import ray
+
+    cursor, last_beat, cancel_sent = 0, 0.0, False
+    while True:
+        done, _ = ray.wait([ref], timeout=POLL_S)
+        events, cursor = ray.get(coordinator.poll.remote(request.run_id, cursor))
+        for event in events:
+            _apply(request.run_id, event)
+            if observer:
+                observer(event)
+        if done:
+            return
+        now = time.time()
+        if now - last_beat > store.HEARTBEAT_S:
+            last_beat = now
+            if store.heartbeat(request.run_id):
+                interrupted.set()
+        if interrupted.is_set() and not cancel_sent:
+            coordinator.cancel.remote(request.run_id)
+            cancel_sent = True
 
 
 def _apply(run_id: str, event: dict[str, Any]) -> None:
