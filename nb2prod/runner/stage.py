@@ -129,6 +129,8 @@ def execute(payload: StagePayload, upstream: dict[str, dict[str, Any]],
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+    if payload.secrets:  # streams are masked as they are written; results, displays and errors here
+        meta["cells"], meta["error"] = _masked(meta["cells"], payload.secrets), _masked(meta["error"], payload.secrets)
     meta["ended_at"] = time.time()
     meta["duration_s"] = meta["ended_at"] - started
     meta["log"] = "".join(stdout_log)
@@ -201,6 +203,19 @@ def _run_cell(cell: tuple[int, str], ns: dict, meta: dict, payload: StagePayload
     log += out.log + err.log
     if not record:
         del meta["cells"][index]
+
+
+def _masked(value: Any, secrets: list[str]) -> Any:
+    """``value`` with every secret string replaced by ``***`` (dicts, lists and strings)."""
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {k: _masked(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, secrets) for v in value]
+    return value
 
 
 def _error_from(exc: BaseException, index: int) -> dict[str, Any]:
