@@ -9,6 +9,7 @@ import sys
 import threading
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from nb2prod.cli import cli
@@ -26,33 +27,63 @@ def schedule() -> None:
 @click.option("--cron", required=True, help="5-field cron expression, or @hourly/@daily/@weekly.")
 @click.option("--tz", default="UTC", show_default=True, help="IANA timezone of the cron expression.")
 @click.option("-p", "--parameter", "params", nargs=2, multiple=True, metavar="NAME VALUE",
-              help="Parameter; may contain {{ scheduled_time [+|- N(d|h|m)][:FORMAT] }}.")
-@click.option("--mode", type=click.Choice(["pipeline", "notebook"]), default="pipeline", show_default=True)
-@click.option("--catchup", type=click.Choice(["skip", "latest", "all"]), default="skip", show_default=True)
-@click.option("--catchup-max", type=int, default=100, show_default=True)
-@click.option("--max-concurrent", type=int, default=1, show_default=True)
-@click.option("--timeout", "timeout_s", type=float, help="Seconds before a run is cancelled.")
-@click.option("--retries", type=int, default=0, show_default=True)
+              help="Parameter (papermill -p typing); may contain {{ scheduled_time [+|- N(d|h|m)][:FORMAT] }}.")
+@click.option("--mode", type=click.Choice(["pipeline", "notebook"]), default="pipeline", show_default=True,
+              help="pipeline: the stage DAG on Ray; notebook: a plain papermill run of the whole notebook.")
+@click.option("--catchup", type=click.Choice(["skip", "latest", "all"]), default="skip", show_default=True,
+              help="What to do with fire times missed while no scheduler ran.")
+@click.option("--catchup-max", type=click.IntRange(min=1), default=100, show_default=True,
+              help="With --catchup all: run at most this many missed times (the newest).")
+@click.option("--max-concurrent", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--timeout", "timeout_s", type=float, help="Seconds before a run is cancelled (and failed).")
+@click.option("--retries", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--retry-backoff", "retry_backoff_s", type=float, default=30.0, show_default=True,
+              help="Seconds before the first retry; doubles each retry.")
 @click.option("--notify-url", help="Webhook called with a JSON body on failure.")
-@click.option("--notify-command", help="Shell command run on failure (NB2PROD_* variables describe the fire).")
-@click.option("--notify-on-success", is_flag=True)
+@click.option("--notify-command", help="Shell command run on failure (NB2PROD_* variables and the JSON on stdin).")
+@click.option("--notify-on-success", is_flag=True, help="Notify on success too.")
 @click.option("--ray-address")
 @click.option("--tracking-uri")
 @click.option("--experiment")
-@click.option("--gpu-fallback", type=click.Choice(["fail", "cpu"]), default="fail")
+@click.option("--output-notebook", help="Also write each run's executed notebook here (overwritten).")
+@click.option("--log-output", is_flag=True)
+@click.option("--gpu-fallback", type=click.Choice(["fail", "cpu"]))
 @click.option("--no-cache", is_flag=True)
-def add(name, notebook, cron, tz, params, mode, catchup, catchup_max, max_concurrent, timeout_s, retries, notify_url,
-        notify_command, notify_on_success, ray_address, tracking_uri, experiment, gpu_fallback, no_cache) -> None:
-    """Add schedule NAME running NOTEBOOK on a cron expression."""
+@click.option("--cache-dir")
+@click.option("--stage", "stages", multiple=True)
+@click.option("--downstream", is_flag=True)
+@click.option("--force", multiple=True)
+@click.option("--secret", "secrets", multiple=True)
+@click.option("--env", multiple=True)
+@click.option("--pip", multiple=True)
+@click.option("--requirements")
+@click.option("--json", "as_json", is_flag=True)
+def add(name, notebook, cron, tz, params, mode, catchup, catchup_max, max_concurrent, timeout_s, retries,
+        retry_backoff_s, notify_url, notify_command, notify_on_success, as_json, **run_options) -> None:
+    """Add schedule NAME running NOTEBOOK on a cron expression. Nothing is stored when anything is invalid."""
     from nb2prod.scheduling import schedules
 
-    options = {k: v for k, v in {"ray_address": ray_address, "tracking_uri": tracking_uri, "experiment": experiment,
-                                 "gpu_fallback": gpu_fallback, "no_cache": no_cache}.items() if v}
+    options = {k: list(v) if isinstance(v, tuple) else v for k, v in run_options.items() if v}
     row = schedules.add(name, notebook, cron, tz=tz, parameters=dict(params), mode=mode, options=options,
                         catchup=catchup, catchup_max=catchup_max, max_concurrent=max_concurrent, timeout_s=timeout_s,
-                        retries=retries, notify_url=notify_url, notify_command=notify_command,
-                        notify_on_success=notify_on_success)
-    click.echo(f"added {name}; next fire times (UTC): {', '.join(row['next_fire_times'])}")
+                        retries=retries, retry_backoff_s=retry_backoff_s, notify_url=notify_url,
+                        notify_command=notify_command, notify_on_success=notify_on_success)
+    if as_json:
+        click.echo(json.dumps(row))
+        return
+    click.echo(f"added {name}; next fire times ({tz}): {', '.join(row['next_fire_times_local'])}")
+
+
+@schedule.command()
+@click.argument("cron")
+@click.option("--tz", default="UTC", show_default=True)
+@click.option("-n", "count", default=5, show_default=True)
+def preview(cron: str, tz: str, count: int) -> None:
+    """The next fire times of CRON (checks it, stores nothing)."""
+    from nb2prod.scheduling import schedules
+
+    for t in schedules.preview(cron, tz, count)["next_fire_times_local"]:
+        click.echo(t)
 
 
 @schedule.command("list")
@@ -65,30 +96,34 @@ def list_(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows))
         return
-    table = Table("name", "cron", "tz", "mode", "next fire (UTC)", "last status", box=None, pad_edge=False)
+    table = Table("name", "cron", "tz", "mode", "next fire (local)", "last status", box=None, pad_edge=False)
     for r in rows:
-        table.add_row(r["name"] + (" [paused]" if r["paused"] else ""), r["cron"], r["timezone"], r["mode"],
-                      (r["next_fire_times"] or [""])[0], r["last_status"] or "")
+        table.add_row(escape(r["name"]) + (" (paused)" if r["paused"] else ""), escape(r["cron"]), r["timezone"],
+                      r["mode"], "" if r["paused"] else (r["next_fire_times_local"] or [""])[0], r["last_status"] or "")
     stdout.print(table)
 
 
 @schedule.command()
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
-def show(name: str, as_json: bool) -> None:
-    """A schedule and its fire history."""
+@click.option("-n", "--limit", default=50, show_default=True, help="How many fires (newest first).")
+def show(name: str, as_json: bool, limit: int) -> None:
+    """A schedule and its fire history (the audit log)."""
     from nb2prod.scheduling import schedules
 
-    data = schedules.show(name)
+    data = schedules.show(name, history=limit)
     if as_json:
         click.echo(json.dumps(data))
         return
-    stdout.print(f"[bold]{data['name']}[/] {data['cron']} ({data['timezone']}) {data['mode']} — {data['notebook']}"
-                 f"{' [paused]' if data['paused'] else ''}\nnext: {', '.join(data['next_fire_times'])}")
-    table = Table("scheduled", "status", "attempts", "run", "MLflow run", "reason / error", box=None, pad_edge=False)
+    stdout.print(f"[bold]{escape(data['name'])}[/] {escape(data['cron'])} ({data['timezone']}) {data['mode']} — "
+                 f"{escape(data['notebook'])}{' (paused)' if data['paused'] else ''}\n"
+                 f"next: {', '.join(data['next_fire_times_local'])}")
+    table = Table("scheduled (UTC)", "status", "attempts", "started", "ended", "run", "MLflow run", "sha256",
+                  "reason / error", box=None, pad_edge=False)
     for f in data["fires"]:
-        table.add_row(f["scheduled_time"], f["status"], str(f["attempts"]), f["run_id"] or "", f["mlflow_run_id"] or "",
-                      f["reason"] or f["error"] or "")
+        table.add_row(f["scheduled_time"], f["status"], str(f["attempts"]), (f["started_at"] or "")[11:19],
+                      (f["ended_at"] or "")[11:19], f["run_id"] or "", f["mlflow_run_id"] or "",
+                      (f["notebook_sha256"] or "")[:10], escape(f["reason"] or f["error"] or ""))
     stdout.print(table)
 
 
@@ -135,15 +170,22 @@ def run_now(name: str) -> None:
 @cli.command()
 @click.option("--once", is_flag=True, help="Fire what is due, wait for those runs, and exit (for cron/systemd).")
 @click.option("--interval", default=1.0, show_default=True, help="Seconds between ticks.")
-def scheduler(once: bool, interval: float) -> None:
-    """Run the scheduler in the foreground (logs to stdout; SIGTERM/SIGINT stop it cleanly)."""
-    from nb2prod.scheduling.loop import run_forever, run_once
+@click.option("--grace", "grace_s", type=float, help="A fire time older than this many seconds when first seen "
+              "was missed (catch-up applies). Default 90; with --once, set it to the timer's period.")
+def scheduler(once: bool, interval: float, grace_s: float | None) -> None:
+    """Run the scheduler in the foreground (logs to stdout; SIGTERM/SIGINT stop it cleanly).
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s")
-    if once:
-        run_once()
-        return
+    Any number of schedulers may share one store: each fire time is claimed once. Runs are detached: stopping
+    the scheduler does not stop them; the next scheduler adopts them."""
+    from nb2prod.scheduling.loop import run_forever, run_once
+    from nb2prod.scheduling.service import Scheduler
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s",
+                        force=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    run_forever(stop, interval)
+    if once:
+        run_once(grace_s=grace_s, stop=stop)
+        return
+    run_forever(stop, interval, Scheduler(grace_s=grace_s))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +18,11 @@ from nb2prod.store import runs as store
 
 
 class Launcher:
-    """Launches and watches runs for the scheduler."""
+    """Launches and watches runs for the scheduler (the hooks a test or another executor may replace)."""
 
     def launch(self, schedule, parameters: dict[str, Any]) -> tuple[str, str]:
         """Start a run of ``schedule`` with rendered ``parameters``; return (run id, notebook sha256)."""
-        values = {k: infer_value(v) if isinstance(v, str) else v for k, v in parameters.items()}
+        values = typed_values(schedule.notebook, parameters)
         if schedule.mode == "notebook":
             return self._notebook(schedule, values)
         from nb2prod import api
@@ -33,44 +35,57 @@ class Launcher:
     def _notebook(self, schedule, values: dict[str, Any]) -> tuple[str, str]:
         from nb2prod.home import run_dir
 
-        path = Path(schedule.notebook)
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        path = Path(schedule.notebook).resolve()
+        content = path.read_bytes()  # the live file, read once: what runs is what the sha256 names
+        sha = hashlib.sha256(content).hexdigest()
         run_id = store.new_run_id()
-        store.create_run(run_id, str(path.resolve()), {"notebook": None}, notebook_sha256=sha, parameters=values,
+        store.create_run(run_id, str(path), {"notebook": None}, notebook_sha256=sha, parameters=values,
                          options={**schedule.options, "parameters": values, "mode": "notebook"}, origin="scheduler")
-        directory = run_dir(run_id)
-        with open(directory / "runner.log", "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "nb2prod.scheduling.notebook_mode", run_id,
-                                     json.dumps({"notebook": str(path.resolve()), "parameters": values,
-                                                 "options": schedule.options})],
+        (run_dir(run_id) / "input.ipynb").write_bytes(content)
+        request = {"notebook": str(path), "sha256": sha, "parameters": values, "options": schedule.options}
+        (run_dir(run_id) / "request.json").write_text(json.dumps(request))
+        with open(run_dir(run_id) / "runner.log", "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "nb2prod.scheduling.notebook_mode", run_id],
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, cwd=str(path.parent))
         store.update_run(run_id, pid=proc.pid)
         return run_id, sha
 
     def status(self, run_id: str) -> dict[str, Any]:
-        record = store.get_run(run_id)
+        """{status, mlflow_run_id, error}; a run whose process died reads ``interrupted``."""
+        from nb2prod import api
+
+        _reap(run_id)
+        record = api.get_run(run_id)
         error = record.get("error") or {}
         return {"status": record["status"], "mlflow_run_id": record["mlflow_run_id"],
                 "error": f"{error.get('type', '')}: {error.get('message', '')}" if error else None}
 
     def cancel(self, run_id: str) -> None:
-        record = store.get_run(run_id)
-        if record["options"].get("mode") == "notebook":
-            import os
-            import signal
+        """Stop a run (the scheduler's timeout): a cancel request its runner honours within a heartbeat; a
+        notebook-mode runner on this host is also sent SIGTERM at once."""
+        from nb2prod import api
 
-            run = store.get_run(run_id)
-            if run["status"] == RunStatus.RUNNING.value:
-                try:
-                    os.killpg(os.getpgid(_pid(run_id)), signal.SIGTERM)
-                except (ProcessLookupError, TypeError):
-                    pass
-            store.finish_run(run_id, RunStatus.CANCELLED, {"type": "Timeout", "message": "cancelled by the scheduler"})
-        else:
-            from nb2prod import api
+        record = api.cancel_run(run_id)
+        if (record.get("options") or {}).get("mode") == "notebook" and record["status"] == RunStatus.RUNNING.value:
+            try:
+                os.killpg(os.getpgid(_pid(run_id)), signal.SIGTERM)
+            except (ProcessLookupError, PermissionError, TypeError, OSError):
+                pass
 
-            api.cancel_run(run_id)
+
+def typed_values(notebook: str, rendered: dict[str, Any]) -> dict[str, Any]:
+    """Rendered text values typed as papermill's ``-p`` does, except that a parameter the notebook declares
+    ``str`` keeps its text (``{{ scheduled_time:%Y%m%d }}`` stays "20260301", not an int)."""
+    from nb2prod.core.builder import build_spec
+
+    declared = build_spec(notebook).parameters
+    values = {}
+    for name, value in rendered.items():
+        inferred = infer_value(value) if isinstance(value, str) else value
+        keep = isinstance(value, str) and name in declared and declared[name].type == "str"
+        values[name] = value if keep else inferred
+    return values
 
 
 def _pid(run_id: str) -> int | None:
@@ -78,4 +93,15 @@ def _pid(run_id: str) -> int | None:
     from nb2prod.store.models import RunRow
 
     with session() as s:
-        return s.get(RunRow, run_id).pid
+        row = s.get(RunRow, run_id)
+        return row.pid if row else None
+
+
+def _reap(run_id: str) -> None:
+    """Collect the exit status of a run process we started, so a dead one does not look alive (a zombie)."""
+    pid = _pid(run_id)
+    if pid and pid != os.getpid():
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except (ChildProcessError, OSError):
+            pass  # not our child: its own parent reaps it

@@ -1,52 +1,99 @@
 """A schedule's ``notebook`` mode: the whole notebook through papermill, logged to MLflow.
 
-Run as ``python -m nb2prod.scheduling.notebook_mode RUN_ID JSON`` by the scheduler's launcher.
+Run as ``python -m nb2prod.scheduling.notebook_mode RUN_ID`` by the scheduler's launcher (in its own
+session). The run directory holds ``request.json`` (notebook, parameters, options) and ``input.ipynb``, the
+copy of the notebook whose sha256 the fire records. The process heartbeats the run store, honours
+``nb2prod cancel`` and SIGTERM (its process group, kernel included, is stopped; the run ends ``cancelled``).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from nb2prod.core.status import RunStatus
 from nb2prod.home import default_tracking_uri, run_dir
 from nb2prod.store import runs as store
 
+HEARTBEAT_S = 5.0
+
 
 def main(run_id: str, request: dict) -> int:
     import mlflow
     import papermill
 
-    notebook = Path(request["notebook"])
+    def stop(*_):
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, stop)
+    _heartbeat(run_id)
+    notebook, source = Path(request["notebook"]), run_dir(run_id) / "input.ipynb"
     options = request.get("options", {})
     output = run_dir(run_id) / "output.ipynb"
     mlflow.set_tracking_uri(options.get("tracking_uri") or default_tracking_uri())
     mlflow.set_experiment(options.get("experiment") or notebook.stem)
     status, error = RunStatus.DONE, None
-    with mlflow.start_run(run_name=notebook.stem, tags={"nb2prod.kind": "notebook", "nb2prod.run_id": run_id,
-                                                        "nb2prod.notebook": str(notebook)}) as run:
-        store.update_run(run_id, mlflow_run_id=run.info.run_id, mlflow_experiment_id=run.info.experiment_id,
-                         tracking_uri=mlflow.get_tracking_uri())
-        mlflow.log_params({k: str(v)[:6000] for k, v in request["parameters"].items()})
-        store.update_stage(run_id, "notebook", status="running", started_at=store.now())
-        try:
-            kernel = json.loads(notebook.read_text()).get("metadata", {}).get("kernelspec", {}).get("name", "python3")
-            papermill.execute_notebook(str(notebook), str(output), parameters=request["parameters"],
-                                       kernel_name=kernel, language="python", cwd=str(notebook.parent),
-                                       progress_bar=False)
-        except Exception as exc:  # noqa: BLE001 - recorded as the run's failure
-            status, error = RunStatus.FAILED, {"type": type(exc).__name__, "message": str(exc)[:2000]}
-        if output.exists():
-            mlflow.log_artifact(str(output))
-        mlflow.set_tag("nb2prod.status", status.value)
-        if status is RunStatus.FAILED:
-            mlflow.end_run("FAILED")
-    store.update_stage(run_id, "notebook", status="done" if status is RunStatus.DONE else "failed",
-                       ended_at=store.now(), error=error)
+    try:
+        with mlflow.start_run(run_name=notebook.stem, tags={
+                "nb2prod.kind": "notebook", "nb2prod.run_id": run_id, "nb2prod.notebook": str(notebook),
+                "nb2prod.origin": "scheduler", "nb2prod.notebook_sha256": request.get("sha256", "")}) as run:
+            store.update_run(run_id, mlflow_run_id=run.info.run_id, mlflow_experiment_id=run.info.experiment_id,
+                             tracking_uri=mlflow.get_tracking_uri())
+            mlflow.log_params({k: str(v)[:6000] for k, v in request["parameters"].items()})
+            store.update_stage(run_id, "notebook", status="running", started_at=store.now())
+            try:
+                kernel = json.loads(source.read_text()).get("metadata", {}).get("kernelspec", {}).get("name",
+                                                                                                   "python3")
+                papermill.execute_notebook(str(source), str(output), parameters=request["parameters"],
+                                           kernel_name=kernel, language="python", cwd=str(notebook.parent),
+                                           progress_bar=False)
+            except Exception as exc:  # noqa: BLE001 - recorded as the run's failure
+                status, error = RunStatus.FAILED, {"type": type(exc).__name__, "message": str(exc)[:2000]}
+            if output.exists():
+                mlflow.log_artifact(str(output))
+                if options.get("output_notebook"):
+                    shutil.copyfile(output, options["output_notebook"])
+            mlflow.set_tag("nb2prod.status", status.value)
+            if status is RunStatus.FAILED:
+                mlflow.end_run("FAILED")
+    except SystemExit:
+        status, error = RunStatus.CANCELLED, {"type": "Cancelled", "message": "the run was cancelled"}
+        _stop_group()
+    store.update_stage(run_id, "notebook", status={RunStatus.DONE: "done", RunStatus.FAILED: "failed"}.get(
+        status, "cancelled"), ended_at=store.now(), error=error)
     store.finish_run(run_id, status, error)
     return 0 if status is RunStatus.DONE else 1
 
 
+def _heartbeat(run_id: str) -> None:
+    """Keep the run alive in the store (other hosts judge it by this) and turn a cancel request into SIGTERM."""
+
+    def beat() -> None:
+        while True:
+            try:
+                if store.heartbeat(run_id):
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+            except Exception:  # noqa: BLE001 - a busy database: try again next beat
+                pass
+            threading.Event().wait(HEARTBEAT_S)
+
+    threading.Thread(target=beat, daemon=True, name="nb2prod-heartbeat").start()
+
+
+def _stop_group() -> None:
+    """Stop the kernel and anything else the notebook started (our session's process group), not ourselves."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        os.killpg(os.getpgid(0), signal.SIGTERM)
+    except OSError:
+        pass
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], json.loads(sys.argv[2])))
+    sys.exit(main(sys.argv[1], json.loads((run_dir(sys.argv[1]) / "request.json").read_text())))

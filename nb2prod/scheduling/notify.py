@@ -1,4 +1,5 @@
-"""Notify on a fire's outcome: a webhook (JSON POST) and/or a command. A failing notifier is logged, never raised."""
+"""Notify on a fire's outcome: a webhook (JSON POST) and/or a command, each on a background thread so a slow
+or failing notifier never delays or breaks the scheduler (failures are logged)."""
 
 from __future__ import annotations
 
@@ -6,31 +7,76 @@ import json
 import logging
 import os
 import subprocess
+import threading
 import urllib.request
+from typing import Any
 
 log = logging.getLogger("nb2prod.scheduler")
+WEBHOOK_TIMEOUT_S = 10
+COMMAND_TIMEOUT_S = 60
 
 
-def send(schedule, fire) -> None:
-    """Call the schedule's webhook and command with the fire's outcome."""
-    body = {"schedule": schedule.name, "scheduled_time": fire.scheduled_time.isoformat() + "Z",
-            "run_id": fire.run_id, "status": fire.status, "error": fire.error, "mlflow_run_id": fire.mlflow_run_id,
-            "mlflow_link": _link(schedule, fire)}
-    if schedule.notify_url:
+def body(schedule, fire) -> dict[str, Any]:
+    """The JSON body: schedule, scheduled time, run id, status, error, MLflow run id and link."""
+    return {"schedule": schedule.name, "scheduled_time": fire.scheduled_time.isoformat() + "Z",
+            "run_id": fire.run_id, "status": fire.status, "attempts": fire.attempts, "error": fire.error,
+            "mlflow_run_id": fire.mlflow_run_id, "mlflow_link": mlflow_link(fire.run_id, fire.mlflow_run_id)}
+
+
+def mlflow_link(run_id: str | None, mlflow_run_id: str | None) -> str | None:
+    """``$NB2PROD_MLFLOW_UI_URL`` or the run's http(s) tracking server + the run's page; None when unknown."""
+    if not mlflow_run_id:
+        return None
+    base, experiment = os.environ.get("NB2PROD_MLFLOW_UI_URL"), None
+    if run_id:
         try:
-            request = urllib.request.Request(schedule.notify_url, data=json.dumps(body).encode(), method="POST",
-                                             headers={"Content-Type": "application/json"})
-            urllib.request.urlopen(request, timeout=10).close()
-        except Exception as exc:  # noqa: BLE001
-            log.warning("schedule %s: webhook %s failed: %s", schedule.name, schedule.notify_url, exc)
-    if schedule.notify_command:
-        env = {**os.environ, **{f"NB2PROD_{k.upper()}": str(v) for k, v in body.items() if v is not None}}
-        try:
-            subprocess.run(schedule.notify_command, shell=True, env=env, timeout=60, check=False)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("schedule %s: notify command failed: %s", schedule.name, exc)
+            from nb2prod.store import runs
+
+            record = runs.get_run(run_id)
+            experiment = record.get("mlflow_experiment_id")
+            uri = record.get("tracking_uri") or ""
+            base = base or (uri if uri.startswith(("http://", "https://")) else None)
+        except Exception:  # noqa: BLE001 - a link is a nicety
+            pass
+    if not base:
+        return None
+    return f"{base.rstrip('/')}/#/experiments/{experiment or 0}/runs/{mlflow_run_id}"
 
 
-def _link(schedule, fire) -> str | None:
-    base = os.environ.get("NB2PROD_MLFLOW_UI_URL")
-    return f"{base.rstrip('/')}/#/runs/{fire.mlflow_run_id}" if base and fire.mlflow_run_id else None
+def post(url: str, payload: dict[str, Any]) -> None:
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S).close()
+
+
+def command(cmd: str, payload: dict[str, Any]) -> None:
+    """Run ``cmd`` in a shell with NB2PROD_SCHEDULE, NB2PROD_STATUS, ... set and the JSON body on stdin."""
+    env = {**os.environ, **{f"NB2PROD_{k.upper()}": str(v) for k, v in payload.items() if v is not None}}
+    subprocess.run(cmd, shell=True, env=env, input=json.dumps(payload).encode(), timeout=COMMAND_TIMEOUT_S,
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class Notifier:
+    """Sends notifications on daemon threads; ``wait()`` lets ``scheduler --once`` finish them before exiting."""
+
+    def __init__(self) -> None:
+        self._threads: list[threading.Thread] = []
+
+    def send(self, url: str | None, cmd: str | None, payload: dict[str, Any]) -> None:
+        for target, arg in ((post, url), (command, cmd)):
+            if arg:
+                thread = threading.Thread(target=_safe, args=(target, arg, payload), daemon=True,
+                                          name="nb2prod-notify")
+                thread.start()
+                self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+
+    def wait(self, timeout: float = COMMAND_TIMEOUT_S + 5) -> None:
+        for thread in self._threads:
+            thread.join(timeout)
+
+
+def _safe(target, arg: str, payload: dict[str, Any]) -> None:
+    try:
+        target(arg, payload)
+    except Exception as exc:  # noqa: BLE001 - a failing notifier is logged, never raised
+        log.warning("schedule %s: notify via %s failed: %s", payload.get("schedule"), arg, exc)

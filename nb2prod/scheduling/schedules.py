@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 
 from nb2prod.core.builder import build_spec
-from nb2prod.core.params import infer_value, validate_parameters
-from nb2prod.errors import UsageError
+from nb2prod.core.params import validate_parameters
+from nb2prod.errors import NotebookError, UsageError, ValidationError
 from nb2prod.runner.options import RunOptions
 from nb2prod.scheduling import timing
+from nb2prod.scheduling.launch import typed_values
 from nb2prod.scheduling.models import FireAttemptRow, FireRow, ScheduleRow
 from nb2prod.scheduling.service import utcnow
 from nb2prod.store.db import session
@@ -25,34 +27,61 @@ def add(name: str, notebook: str, cron: str, *, tz: str = "UTC", parameters: dic
         max_concurrent: int = 1, timeout_s: float | None = None, retries: int = 0, retry_backoff_s: float = 30.0,
         notify_url: str | None = None, notify_command: str | None = None, notify_on_success: bool = False,
         now=None) -> dict[str, Any]:
-    """Validate everything, then store the schedule; a bad input stores nothing."""
+    """Validate everything, then store the schedule; a bad input stores nothing (UsageError / NotebookError)."""
     path = Path(notebook).resolve()
+    if not name or len(name) > 128 or not name.isprintable():
+        raise UsageError("a schedule name must be 1-128 printable characters")
     timing.check_cron(cron, tz)
-    if mode not in MODES or catchup not in CATCHUP:
-        raise UsageError(f"mode must be one of {MODES}, catch-up one of {CATCHUP}")
-    if max_concurrent < 1 or retries < 0:
-        raise UsageError("max concurrent must be >= 1 and retries >= 0")
+    if mode not in MODES:
+        raise UsageError(f"mode must be one of {', '.join(MODES)}")
+    if catchup not in CATCHUP:
+        raise UsageError(f"catch-up must be one of {', '.join(CATCHUP)}")
+    if max_concurrent < 1 or retries < 0 or catchup_max < 1 or retry_backoff_s < 0:
+        raise UsageError("max concurrent and catch-up max must be >= 1; retries and retry backoff >= 0")
+    if timeout_s is not None and timeout_s <= 0:
+        raise UsageError("timeout must be a positive number of seconds")
+    if notify_url and not notify_url.startswith(("http://", "https://")):
+        raise UsageError(f"notify URL {notify_url!r} must be http:// or https://")
     parameters = parameters or {}
-    RunOptions.from_dict({**(options or {}), "parameters": {}})
-    spec = build_spec(path)  # NotebookError when missing / not a notebook
-    if mode == "pipeline" and spec.errors:
-        raise UsageError(f"{path.name} is not a valid pipeline: {spec.errors[0]}")
+    if "parameters" in (options or {}):
+        raise UsageError("give parameters with -p/parameters=, not inside the run options")
     for value in parameters.values():
         timing.check_template(value)
-    sample = {k: infer_value(v) if isinstance(v, str) else v
-              for k, v in ((k, timing.render(v, utcnow(), tz)) for k, v in parameters.items())}
-    validate_parameters(spec, sample)
+    try:
+        sample = typed_values(str(path), {k: timing.render(v, utcnow(), tz) for k, v in parameters.items()})
+    except NotebookError as exc:
+        raise UsageError(exc.message) from None
+    run_options = RunOptions.from_dict({**(options or {}), "parameters": sample})
+    if mode == "pipeline":  # the checks `nb2prod run` makes: spec, stages, parameter names and types, secrets
+        from nb2prod import api
+
+        check = lambda: api.prepare(path, run_options)  # noqa: E731
+    else:
+        check = lambda: validate_parameters(build_spec(path), sample)  # noqa: E731
+    try:
+        check()
+    except (ValidationError, NotebookError) as exc:  # missing / not a notebook / not a pipeline: bad input
+        raise UsageError(exc.message) from None
     created = now or utcnow()
     row = ScheduleRow(name=name, notebook=str(path), cron=cron, timezone=tz, mode=mode, parameters=parameters,
                       options=options or {}, catchup=catchup, catchup_max=catchup_max, max_concurrent=max_concurrent,
                       timeout_s=timeout_s, retries=retries, retry_backoff_s=retry_backoff_s, notify_url=notify_url,
                       notify_command=notify_command, notify_on_success=notify_on_success, created_at=created,
                       considered_until=created, next_fire_at=timing.next_fire(cron, tz, created))
-    with session() as s, s.begin():
-        if s.scalar(select(ScheduleRow.id).where(ScheduleRow.name == name)):
-            raise UsageError(f"a schedule named {name!r} already exists")
-        s.add(row)
+    try:
+        with session() as s, s.begin():
+            s.add(row)
+    except IntegrityError:
+        raise UsageError(f"a schedule named {name!r} already exists") from None
     return show(name)
+
+
+def preview(cron: str, tz: str = "UTC", count: int = 5) -> dict[str, Any]:
+    """The next ``count`` fire times of a cron expression (for a UI's preview); UsageError when invalid."""
+    timing.check_cron(cron, tz)
+    times = timing.next_fire_times(cron, tz, utcnow(), count)
+    return {"cron": cron, "timezone": tz, "next_fire_times": [t.isoformat() + "Z" for t in times],
+            "next_fire_times_local": [timing.local(t, tz).isoformat() for t in times]}
 
 
 def _get(s, name: str) -> ScheduleRow:
@@ -76,14 +105,14 @@ def show(name: str, history: int = 50) -> dict[str, Any]:
         fires = s.scalars(select(FireRow).where(FireRow.schedule_id == row.id)
                           .order_by(FireRow.scheduled_time.desc()).limit(history)).all()
         attempts = s.scalars(select(FireAttemptRow).where(FireAttemptRow.fire_id.in_([f.id for f in fires]))).all()
-    upcoming = timing.fire_times(row.cron, row.timezone, max(row.considered_until, utcnow()),
-                                 utcnow().replace(year=utcnow().year + 2), limit=3)
+    upcoming = timing.next_fire_times(row.cron, row.timezone, max(row.considered_until, utcnow()), 3)
     return {
         "name": row.name, "notebook": row.notebook, "cron": row.cron, "timezone": row.timezone, "mode": row.mode,
         "parameters": row.parameters, "options": row.options, "catchup": row.catchup,
         "max_concurrent": row.max_concurrent, "timeout_s": row.timeout_s, "retries": row.retries,
         "notify_url": row.notify_url, "paused": row.paused,
         "next_fire_times": [t.isoformat() + "Z" for t in upcoming],
+        "next_fire_times_local": [timing.local(t, row.timezone).isoformat() for t in upcoming],
         "last_status": fires[0].status if fires else None,
         "fires": [{"scheduled_time": f.scheduled_time.isoformat() + "Z", "status": f.status, "reason": f.reason,
                    "attempts": f.attempts, "run_id": f.run_id, "mlflow_run_id": f.mlflow_run_id,
@@ -117,12 +146,15 @@ def remove(name: str) -> None:
 
 
 def run_now(name: str) -> dict[str, Any]:
-    """Fire the schedule now (a fire record at the current minute, claimed like any other)."""
+    """Fire the schedule now: a fire record at the current second, claimed and launched like any other (max
+    concurrent applies), then handed over to whichever scheduler ticks next, which watches it to its end."""
     from nb2prod.scheduling.service import Scheduler
 
     with session() as s:
         row = _get(s, name)
     scheduler = Scheduler()
     now = utcnow().replace(microsecond=0)
-    scheduler._start(row, now, now)
+    scheduler._start_on_time(row, now, now)
+    with session() as s, s.begin():  # hand the fire to the running schedulers: the next tick adopts it
+        s.execute(update(FireRow).where(FireRow.claimed_by == scheduler.id).values(lease_until=now))
     return show(name, history=1)["fires"][0]

@@ -1,9 +1,14 @@
 """The scheduler: decide due fire times, claim each exactly once in the database, launch and watch runs.
 
 Exactly once: a fire is a row with UNIQUE(schedule_id, scheduled_time); inserting it is the claim, so two
-schedulers sharing a store cannot both fire a time. The claimer holds a lease it renews every tick; a fire
-whose lease expired (its scheduler died) is taken over by the next scheduler: a run still going is adopted,
-an ended one recorded, an interrupted one retried if the schedule allows. The clock is injectable.
+schedulers sharing a store cannot both fire a time. The claimer holds a lease (renewed by ``renew()``, which the
+loops call from a heartbeat thread); a fire whose lease expired (its scheduler died) is taken over by the next
+scheduler with one conditional UPDATE: a run still going is adopted, an ended one recorded, an interrupted one
+retried if the schedule allows. Every attempt is started by a compare-and-set on the fire's attempt counter, so
+two schedulers never launch the same attempt. The clock is injectable.
+
+Fire statuses: ``queued`` (a catch-up fire waiting for a free slot) → ``running`` ⇄ ``retrying`` →
+``done`` | ``failed`` | ``cancelled``; or ``skipped`` (with the reason) from the start.
 """
 
 from __future__ import annotations
@@ -15,16 +20,18 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from nb2prod.scheduling import notify, timing
 from nb2prod.scheduling.models import FireAttemptRow, FireRow, ScheduleRow
-from nb2prod.store.db import session
+from nb2prod.store.db import engine, session
 
 log = logging.getLogger("nb2prod.scheduler")
 LEASE_S = float(os.environ.get("NB2PROD_SCHEDULER_LEASE_S", 30))
-ON_TIME_S = 90.0  # a fire time older than this when first seen was missed (catch-up policy applies)
+GRACE_S = float(os.environ.get("NB2PROD_SCHEDULER_GRACE_S", 90))  # older than this when first seen = missed
+ACTIVE = ("running", "retrying")  # a run of the schedule is going (counts against max concurrent)
+OPEN = ("queued", *ACTIVE)  # the fire is not decided yet; its claimer holds a lease
 
 
 def utcnow() -> datetime:
@@ -34,31 +41,42 @@ def utcnow() -> datetime:
 class Scheduler:
     """One scheduler process (or thread inside a Jupyter server). ``tick()`` does one round of work."""
 
-    def __init__(self, clock: Callable[[], datetime] = utcnow, launcher: Any = None) -> None:
+    def __init__(self, clock: Callable[[], datetime] = utcnow, launcher: Any = None,
+                 grace_s: float | None = None) -> None:
         from nb2prod.scheduling.launch import Launcher
 
         self.clock = clock
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.launcher = launcher or Launcher()
+        self.grace_s = GRACE_S if grace_s is None else grace_s
+        self.notifier = notify.Notifier()
 
     def tick(self) -> int:
-        """Fire what is due, watch what runs; returns how many fires were started."""
+        """Fire what is due, watch what runs, start queued catch-up fires; returns how many runs were started."""
         now = self.clock()
-        started = 0
         with session() as s:
             schedules = s.scalars(select(ScheduleRow).where(ScheduleRow.paused.is_(False),
                                                             ScheduleRow.next_fire_at <= now)).all()
-        for schedule in schedules:
-            started += self._fire_due(schedule, now)
-        self._watch(now)
-        return started
+        started = sum(self._fire_due(schedule, now) for schedule in schedules)
+        return started + self._watch(now)
+
+    def renew(self) -> None:
+        """Extend the lease of every open fire this scheduler holds (the heartbeat)."""
+        with session() as s, s.begin():
+            s.execute(update(FireRow).where(FireRow.claimed_by == self.id, FireRow.status.in_(OPEN))
+                      .values(lease_until=self.clock() + timedelta(seconds=LEASE_S)))
+
+    def holds_open_fires(self) -> bool:
+        with session() as s:
+            return s.scalar(select(FireRow.id).where(FireRow.claimed_by == self.id,
+                                                     FireRow.status.in_(OPEN)).limit(1)) is not None
 
     # --- deciding and claiming --------------------------------------------------------
     def _fire_due(self, schedule: ScheduleRow, now: datetime) -> int:
         due = timing.fire_times(schedule.cron, schedule.timezone, schedule.considered_until, now)
         if not due:
             return 0
-        on_time = [t for t in due if (now - t).total_seconds() <= ON_TIME_S]
+        on_time = [t for t in due if (now - t).total_seconds() <= self.grace_s]
         missed = [t for t in due if t not in on_time]
         run, skip = plan_catchup(schedule.catchup, missed, schedule.catchup_max)
         with session() as s, s.begin():  # advance first: a crash from here on never re-decides these times
@@ -66,114 +84,155 @@ class Scheduler:
                                                 ScheduleRow.considered_until < due[-1])
                       .values(considered_until=due[-1],
                               next_fire_at=timing.next_fire(schedule.cron, schedule.timezone, due[-1])))
-        for t in skip:
-            self._claim(schedule, t, "skipped", f"missed while no scheduler ran (catch-up={schedule.catchup})")
-        return sum(self._start(schedule, t, now) for t in run + on_time)
+        self._claim_many(schedule, skip, "skipped", f"missed while no scheduler ran (catch-up={schedule.catchup})")
+        self._claim_many(schedule, run, "queued", f"catch-up={schedule.catchup}")
+        return sum(self._start_on_time(schedule, t, now) for t in on_time)
 
     def _claim(self, schedule: ScheduleRow, t: datetime, status: str, reason: str | None = None) -> FireRow | None:
+        """Insert the fire record for (schedule, t): the atomic claim. None when another scheduler has it."""
         fire = FireRow(schedule_id=schedule.id, scheduled_time=t, status=status, reason=reason, claimed_by=self.id,
-                       lease_until=self.clock() + timedelta(seconds=LEASE_S))
+                       lease_until=self.clock() + timedelta(seconds=LEASE_S), attempts=0)
         try:
             with session() as s, s.begin():
                 s.add(fire)
             return fire
         except IntegrityError:
-            return None  # another scheduler owns this time
+            return None
 
-    def _start(self, schedule: ScheduleRow, t: datetime, now: datetime) -> int:
+    def _claim_many(self, schedule: ScheduleRow, times: list[datetime], status: str, reason: str) -> None:
+        """Claim many fire times in one statement; times another scheduler holds are left to it."""
+        if not times:
+            return
+        lease = self.clock() + timedelta(seconds=LEASE_S)
+        rows = [{"schedule_id": schedule.id, "scheduled_time": t, "status": status, "reason": reason,
+                 "claimed_by": self.id, "lease_until": lease, "attempts": 0} for t in times]
+        dialect = engine().dialect.name
+        if dialect in ("sqlite", "postgresql"):
+            module = __import__(f"sqlalchemy.dialects.{dialect}", fromlist=["insert"])
+            with session() as s, s.begin():
+                for i in range(0, len(rows), 500):
+                    s.execute(module.insert(FireRow).on_conflict_do_nothing(), rows[i:i + 500])
+            return
+        for t in times:  # other databases: one claim per row
+            self._claim(schedule, t, status, reason)
+
+    def _active(self, schedule_id: int) -> int:
         with session() as s:
-            active = s.scalar(select(FireRow.id).where(FireRow.schedule_id == schedule.id,
-                                                       FireRow.status.in_(("running", "retrying")))
-                              .limit(schedule.max_concurrent).offset(schedule.max_concurrent - 1))
-        if active is not None:
-            self._claim(schedule, t, "skipped", f"max concurrent runs ({schedule.max_concurrent}) still going")
-            return 0
-        fire = self._claim(schedule, t, "running")
-        if fire is None:
-            return 0
-        self._launch(schedule, fire, now)
-        return 1
+            return s.scalar(select(func.count()).select_from(FireRow).where(FireRow.schedule_id == schedule_id,
+                                                                             FireRow.status.in_(ACTIVE)))
 
-    def _launch(self, schedule: ScheduleRow, fire: FireRow, now: datetime) -> None:
-        attempt = fire.attempts + 1
-        params = {k: timing.render(v, fire.scheduled_time, schedule.timezone) for k, v in schedule.parameters.items()}
+    def _start_on_time(self, schedule: ScheduleRow, t: datetime, now: datetime) -> int:
+        if self._active(schedule.id) >= schedule.max_concurrent:
+            if self._claim(schedule, t, "skipped", f"max concurrent runs ({schedule.max_concurrent}) still going"):
+                log.info("schedule %s: %s skipped, max concurrent runs still going", schedule.name, t)
+            return 0
+        fire = self._claim(schedule, t, "queued")
+        return int(fire is not None and self._launch(schedule, fire.id, 0, now))
+
+    def _launch(self, schedule: ScheduleRow, fire_id: int, attempts: int, now: datetime) -> bool:
+        """Start attempt ``attempts + 1`` of a fire; False when another scheduler took this attempt."""
+        attempt = attempts + 1
+        with session() as s, s.begin():  # compare-and-set: exactly one scheduler starts this attempt
+            won = s.execute(update(FireRow).where(FireRow.id == fire_id, FireRow.claimed_by == self.id,
+                                                  FireRow.attempts == attempts, FireRow.status.in_(OPEN))
+                            .values(status="running", attempts=attempt, run_id=None, next_attempt_at=None,
+                                    started_at=func.coalesce(FireRow.started_at, now), ended_at=None)).rowcount
+            if won != 1:
+                return False
+            fire = s.get(FireRow, fire_id)
+            s.add(FireAttemptRow(fire_id=fire_id, attempt=attempt, status="running", started_at=now))
+            scheduled = fire.scheduled_time
+        params = {k: timing.render(v, scheduled, schedule.timezone) for k, v in schedule.parameters.items()}
         try:
             run_id, sha = self.launcher.launch(schedule, params)
-            error, status = None, "running"
-        except Exception as exc:  # noqa: BLE001 - a bad notebook fails this fire, not the scheduler
-            run_id, sha, error, status = None, None, f"{type(exc).__name__}: {getattr(exc, 'message', exc)}", "failed"
+            error = None
+        except Exception as exc:  # noqa: BLE001 - a bad notebook fails this attempt, not the scheduler
+            run_id, sha, error = None, None, f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
         with session() as s, s.begin():
-            s.execute(update(FireRow).where(FireRow.id == fire.id).values(
-                status=status, attempts=attempt, run_id=run_id, notebook_sha256=sha, parameters=params,
-                started_at=fire.started_at or now, next_attempt_at=None, error=error,
-                ended_at=None if status == "running" else now))
-            s.add(FireAttemptRow(fire_id=fire.id, attempt=attempt, run_id=run_id, status=status, started_at=now,
-                                 ended_at=None if status == "running" else now, error=error))
-        log.info("schedule %s: fired %s (attempt %d) -> %s %s", schedule.name, fire.scheduled_time, attempt,
-                 status, run_id or error)
-        if status == "failed":
-            self._finish(schedule, fire.id, "failed", error, now)
+            s.execute(update(FireRow).where(FireRow.id == fire_id).values(
+                run_id=run_id, notebook_sha256=sha, parameters=params, error=error))
+            s.execute(update(FireAttemptRow).where(FireAttemptRow.fire_id == fire_id, FireAttemptRow.attempt == attempt)
+                      .values(run_id=run_id))
+        log.info("schedule %s: fired %s (attempt %d) -> %s", schedule.name, scheduled, attempt, run_id or error)
+        if error:
+            self._ended(schedule, fire_id, attempt, "failed", error, now)
+        return run_id is not None
 
     # --- watching -----------------------------------------------------------------------
-    def _watch(self, now: datetime) -> None:
+    def _watch(self, now: datetime) -> int:
         lease = now + timedelta(seconds=LEASE_S)
         with session() as s, s.begin():
-            s.execute(update(FireRow).where(FireRow.claimed_by == self.id, FireRow.status.in_(("running", "retrying")))
+            s.execute(update(FireRow).where(FireRow.claimed_by == self.id, FireRow.status.in_(OPEN))
                       .values(lease_until=lease))
-            # take over fires whose scheduler died (lease expired); the UPDATE is the atomic claim
-            s.execute(update(FireRow).where(FireRow.status.in_(("running", "retrying")), FireRow.lease_until < now)
-                      .values(claimed_by=self.id, lease_until=lease))
+            # take over fires whose scheduler died (lease expired); the conditional UPDATE is the atomic claim
+            taken = s.execute(update(FireRow).where(FireRow.status.in_(OPEN), FireRow.lease_until < now)
+                              .values(claimed_by=self.id, lease_until=lease)).rowcount
+        if taken:
+            log.info("took over %d fire(s) whose scheduler stopped heartbeating", taken)
         with session() as s:
-            fires = s.scalars(select(FireRow).where(FireRow.claimed_by == self.id,
-                                                    FireRow.status.in_(("running", "retrying")))).all()
+            fires = s.scalars(select(FireRow).where(FireRow.claimed_by == self.id, FireRow.status.in_(OPEN))
+                              .order_by(FireRow.scheduled_time)).all()
             schedules = {f.schedule_id: s.get(ScheduleRow, f.schedule_id) for f in fires}
+            begun = dict(s.execute(select(FireAttemptRow.fire_id, func.max(FireAttemptRow.started_at))
+                                   .where(FireAttemptRow.fire_id.in_([f.id for f in fires if f.status == "running"]))
+                                   .group_by(FireAttemptRow.fire_id)).all())
+        started = 0
         for fire in fires:
-            self._check(schedules[fire.schedule_id], fire, now)
+            schedule = schedules[fire.schedule_id]
+            if fire.status == "running":
+                self._check(schedule, fire, begun.get(fire.id) or fire.started_at, now)
+            elif fire.status == "retrying" and fire.next_attempt_at and fire.next_attempt_at <= now:
+                started += self._launch(schedule, fire.id, fire.attempts, now)
+            elif fire.status == "queued" and self._active(schedule.id) < schedule.max_concurrent:
+                started += self._launch(schedule, fire.id, fire.attempts, now)  # catch-up, oldest first
+        return started
 
-    def _check(self, schedule: ScheduleRow, fire: FireRow, now: datetime) -> None:
-        if fire.status == "retrying":
-            if fire.next_attempt_at and fire.next_attempt_at <= now:
-                self._launch(schedule, fire, now)
+    def _check(self, schedule: ScheduleRow, fire: FireRow, attempt_start: datetime | None, now: datetime) -> None:
+        if not fire.run_id:  # claimed by a scheduler that died before its run started
+            self._ended(schedule, fire.id, fire.attempts, "interrupted", "the scheduler stopped before the run "
+                        "started", now)
             return
-        state = self.launcher.status(fire.run_id) if fire.run_id else {"status": "interrupted", "error": None}
-        if state["status"] == "running":
-            if schedule.timeout_s and fire.started_at and (now - fire.started_at).total_seconds() > schedule.timeout_s:
-                self.launcher.cancel(fire.run_id)
-                self._ended(schedule, fire, "failed", f"timed out after {schedule.timeout_s:g}s", now)
-            return
-        if state.get("mlflow_run_id"):
+        state = self.launcher.status(fire.run_id)
+        if state.get("mlflow_run_id") and state["mlflow_run_id"] != fire.mlflow_run_id:
             with session() as s, s.begin():
                 s.execute(update(FireRow).where(FireRow.id == fire.id).values(mlflow_run_id=state["mlflow_run_id"]))
-        error = state.get("error")
-        self._ended(schedule, fire, "done" if state["status"] == "done" else state["status"],
-                    None if state["status"] == "done" else (error or state["status"]), now)
-
-    def _ended(self, schedule: ScheduleRow, fire: FireRow, status: str, error: str | None, now: datetime) -> None:
-        with session() as s, s.begin():
-            s.execute(update(FireAttemptRow).where(FireAttemptRow.fire_id == fire.id,
-                                                   FireAttemptRow.attempt == fire.attempts)
-                      .values(status=status, ended_at=now, error=error))
-        if status != "done" and fire.attempts <= schedule.retries:
-            delay = schedule.retry_backoff_s * 2 ** (fire.attempts - 1)
-            with session() as s, s.begin():
-                s.execute(update(FireRow).where(FireRow.id == fire.id).values(
-                    status="retrying", error=error, next_attempt_at=now + timedelta(seconds=delay)))
+        if state["status"] == "running":
+            if schedule.timeout_s and attempt_start and (now - attempt_start).total_seconds() > schedule.timeout_s:
+                self.launcher.cancel(fire.run_id)
+                self._ended(schedule, fire.id, fire.attempts, "failed", f"timed out after {schedule.timeout_s:g}s",
+                            now)
             return
-        self._finish(schedule, fire.id, "done" if status == "done" else "failed", error, now)
+        done = state["status"] == "done"
+        self._ended(schedule, fire.id, fire.attempts, state["status"],
+                    None if done else (state.get("error") or state["status"]), now)
 
-    def _finish(self, schedule: ScheduleRow, fire_id: int, status: str, error: str | None, now: datetime) -> None:
+    def _ended(self, schedule: ScheduleRow, fire_id: int, attempt: int, status: str, error: str | None,
+               now: datetime) -> None:
+        """Record an attempt's end; retry with exponential backoff, or decide the fire."""
         with session() as s, s.begin():
-            s.execute(update(FireRow).where(FireRow.id == fire_id).values(status=status, error=error, ended_at=now))
+            s.execute(update(FireAttemptRow).where(FireAttemptRow.fire_id == fire_id, FireAttemptRow.attempt == attempt)
+                      .values(status=status, ended_at=now, error=error))
+        if status not in ("done", "cancelled") and attempt <= schedule.retries:
+            delay = schedule.retry_backoff_s * 2 ** (attempt - 1)
+            with session() as s, s.begin():
+                s.execute(update(FireRow).where(FireRow.id == fire_id, FireRow.attempts == attempt).values(
+                    status="retrying", error=error, next_attempt_at=now + timedelta(seconds=delay)))
+            log.info("schedule %s: attempt %d %s; retrying in %gs", schedule.name, attempt, status, delay)
+            return
+        final = status if status in ("done", "cancelled") else "failed"
+        with session() as s, s.begin():
+            s.execute(update(FireRow).where(FireRow.id == fire_id).values(status=final, error=error, ended_at=now))
             fire = s.get(FireRow, fire_id)
-        if status == "failed" or schedule.notify_on_success:
-            notify.send(schedule, fire)
+            body = notify.body(schedule, fire)
+        log.info("schedule %s: fire %s %s%s", schedule.name, fire.scheduled_time, final, f" ({error})" if error else "")
+        if final != "done" or schedule.notify_on_success:
+            self.notifier.send(schedule.notify_url, schedule.notify_command, body)
 
 
 def plan_catchup(policy: str, missed: list[datetime], limit: int) -> tuple[list[datetime], list[datetime]]:
     """Split missed fire times into (run, skip) by the catch-up policy skip | latest | all."""
-    if policy == "all":
+    if policy == "all" and limit > 0:
         return missed[-limit:], missed[:-limit] if len(missed) > limit else []
     if policy == "latest" and missed:
         return missed[-1:], missed[:-1]
     return [], missed
-

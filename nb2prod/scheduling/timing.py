@@ -52,6 +52,17 @@ def next_fire(expr: str, tz: str, after: datetime) -> datetime:
     return croniter(expr, start).get_next(datetime).astimezone(timezone.utc).replace(tzinfo=None)
 
 
+def next_fire_times(expr: str, tz: str, after: datetime, count: int) -> list[datetime]:
+    """The next ``count`` fire times after ``after`` (naive UTC in and out)."""
+    it = croniter(expr, after.replace(tzinfo=timezone.utc).astimezone(ZoneInfo(tz)))
+    return [it.get_next(datetime).astimezone(timezone.utc).replace(tzinfo=None) for _ in range(count)]
+
+
+def local(t: datetime, tz: str) -> datetime:
+    """A naive UTC time in the schedule's timezone (aware)."""
+    return t.replace(tzinfo=timezone.utc).astimezone(ZoneInfo(tz))
+
+
 def render(value: object, scheduled: datetime, tz: str) -> object:
     """Replace ``{{ scheduled_time [+-N(d|h|m)][:FORMAT] }}`` in a string value; other values unchanged."""
     if not isinstance(value, str):
