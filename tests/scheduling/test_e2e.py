@@ -75,16 +75,24 @@ def wait_for(predicate, timeout=90):
     return False
 
 
+def missed_once():
+    """A daily cron whose one fire time was a minute ago (the next is a day away) and a creation time just before
+    it: a test on the real clock sees exactly one due fire, whatever minute it starts in."""
+    fire = (utcnow() - timedelta(minutes=1)).replace(second=0, microsecond=0)
+    return f"{fire.minute} {fire.hour} * * *", fire - timedelta(seconds=5)
+
+
 def scheduler_process(*args, env=None):
     return subprocess.Popen([sys.executable, "-m", "nb2prod", "scheduler", *args], env={**os.environ, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def test_pipeline_mode_catchup_latest_parent_and_stage_runs_with_rendered_parameters(quick_nb, mlflow_client):
+    now = utcnow()  # a pinned clock: a wall clock could cross the hour mid-test and add a sixth, due fire
     schedules.add("latest", str(quick_nb), "0 * * * *", catchup="latest",
                   parameters={"day": "{{ scheduled_time - 1d:%Y-%m-%d }}", "n": "5"},
-                  now=utcnow() - timedelta(hours=5, minutes=1))
-    all_fires = drain(Scheduler(), "latest")
+                  now=now - timedelta(hours=5, minutes=1))
+    all_fires = drain(Scheduler(clock=lambda: now), "latest")
     ran = [f for f in all_fires if f.status == "done"]
     assert len(ran) == 1 and len(all_fires) - 1 == len([f for f in all_fires if f.status == "skipped"]) >= 4
     expected = (ran[0].scheduled_time - timedelta(days=1)).strftime("%Y-%m-%d")
@@ -143,10 +151,11 @@ def test_retries_then_webhook_and_command_on_failure(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     failing = make_notebook(tmp_path / "fail.ipynb", [("raise ValueError('nope')", ["stage:boom"])])
     marker = tmp_path / "notified.json"
-    schedules.add("flaky", str(failing), "* * * * *", retries=1, retry_backoff_s=0.5, catchup="latest",
+    cron, created = missed_once()
+    schedules.add("flaky", str(failing), cron, retries=1, retry_backoff_s=0.5, catchup="latest",
                   notify_url=f"http://127.0.0.1:{server.server_port}/hook",
                   notify_command=f"cat > {marker}; test \"$NB2PROD_STATUS\" = failed",
-                  now=utcnow() - timedelta(minutes=1, seconds=5))
+                  now=created)
     got = drain(Scheduler(), "flaky")
     server.shutdown()
     fire = next(f for f in got if f.status == "failed")
@@ -159,23 +168,26 @@ def test_retries_then_webhook_and_command_on_failure(tmp_path):
 
 def test_a_dead_webhook_does_not_break_the_scheduler(tmp_path):
     failing = make_notebook(tmp_path / "fail.ipynb", [("raise ValueError('nope')", ["stage:boom"])])
-    schedules.add("deadhook", str(failing), "* * * * *", catchup="latest", notify_url="http://127.0.0.1:9/none",
-                  notify_command="exit 3", now=utcnow() - timedelta(minutes=1, seconds=5))
+    cron, created = missed_once()
+    schedules.add("deadhook", str(failing), cron, catchup="latest", notify_url="http://127.0.0.1:9/none",
+                  notify_command="exit 3", now=created)
     assert [f.status for f in drain(Scheduler(), "deadhook") if f.status != "skipped"] == ["failed"]
 
 
 def test_timeout_cancels_the_run(tmp_path):
     slow = make_notebook(tmp_path / "slow3.ipynb", [("import time\ntime.sleep(60)\nx = 1", ["stage:slow"])])
-    schedules.add("late", str(slow), "* * * * *", catchup="latest", timeout_s=3,
-                  now=utcnow() - timedelta(minutes=1, seconds=5))
+    cron, created = missed_once()
+    schedules.add("late", str(slow), cron, catchup="latest", timeout_s=3,
+                  now=created)
     fire = next(f for f in drain(Scheduler(), "late") if f.status != "skipped")
     assert fire.status == "failed" and "timed out after 3s" in fire.error
     assert wait_for(lambda: store.get_run(fire.run_id)["status"] == "cancelled", 60)
 
 
 def test_notebook_mode_logs_papermill_output_to_mlflow(quick_nb, mlflow_client):
-    schedules.add("plain", str(quick_nb), "* * * * *", mode="notebook", catchup="latest",
-                  parameters={"n": "7", "day": "{{ scheduled_time:%Y }}"}, now=utcnow() - timedelta(minutes=1, seconds=5))
+    cron, created = missed_once()
+    schedules.add("plain", str(quick_nb), cron, mode="notebook", catchup="latest",
+                  parameters={"n": "7", "day": "{{ scheduled_time:%Y }}"}, now=created)
     fire = next(f for f in drain(Scheduler(), "plain", timeout=180) if f.status != "skipped")
     assert fire.status == "done", fire.error
     run = mlflow_client.get_run(fire.mlflow_run_id)
@@ -190,7 +202,8 @@ def test_notebook_mode_logs_papermill_output_to_mlflow(quick_nb, mlflow_client):
 
 def test_sigkilled_scheduler_run_is_adopted_and_nothing_fires_twice(tmp_path):
     slow = make_notebook(tmp_path / "slow2.ipynb", [("import time\ntime.sleep(8)\nx = 1", ["stage:slow"])])
-    schedules.add("survivor", str(slow), "* * * * *", catchup="latest", now=utcnow() - timedelta(minutes=1, seconds=5))
+    cron, created = missed_once()
+    schedules.add("survivor", str(slow), cron, catchup="latest", now=created)
     first = scheduler_process(env=FAST_LEASE)
     assert wait_for(lambda: any(f.status == "running" and f.run_id for f in fires("survivor")))
     first.kill()
@@ -212,8 +225,9 @@ def test_sigkilled_scheduler_run_is_adopted_and_nothing_fires_twice(tmp_path):
 def test_sigkilled_scheduler_and_run_the_attempt_is_interrupted_and_retried(tmp_path):
     ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # reap the orphaned run ourselves (PID 1 here may not)
     slow = make_notebook(tmp_path / "slow4.ipynb", [("import time\ntime.sleep(5)\nx = 1", ["stage:slow"])])
-    schedules.add("crash", str(slow), "* * * * *", catchup="latest", retries=1, retry_backoff_s=0,
-                  now=utcnow() - timedelta(minutes=1, seconds=5))
+    cron, created = missed_once()
+    schedules.add("crash", str(slow), cron, catchup="latest", retries=1, retry_backoff_s=0,
+                  now=created)
     first = scheduler_process(env=FAST_LEASE)
     assert wait_for(lambda: any(f.status == "running" and f.run_id for f in fires("crash")))
     run_id = next(f.run_id for f in fires("crash") if f.run_id)
