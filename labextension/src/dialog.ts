@@ -9,6 +9,7 @@ import { NotebookPanel } from '@jupyterlab/notebook';
 import { Widget } from '@lumino/widgets';
 
 import { renderDag } from './dag';
+import { el } from './dom';
 import { postAPI } from './handler';
 import { selectCell } from './navigate';
 import { formatValue, inputKind, parseValue, sameValue } from './params';
@@ -32,22 +33,6 @@ export interface IBodyOptions {
   check: (path: string) => Promise<ISpec>;
 }
 
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  props: { className?: string; text?: string } = {},
-  ...children: (Node | string)[]
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  if (props.className) {
-    node.className = props.className;
-  }
-  if (props.text !== undefined) {
-    node.textContent = props.text;
-  }
-  node.append(...children);
-  return node;
-}
-
 function issueText(issue: IIssue): string {
   const where: string[] = [];
   if (issue.cell_index !== null && issue.cell_index !== undefined) {
@@ -67,11 +52,11 @@ export class ProductionizeBody
   constructor(private readonly options: IBodyOptions) {
     super();
     this.addClass('nb2prod-Productionize');
-    this._status = el('div', { className: 'nb2prod-Productionize-status', text: 'Checking the notebook…' });
+    this._status = el('div', 'nb2prod-Productionize-status', 'Checking the notebook…');
     this.node.appendChild(this._status);
     if (options.serverError) {
       this.node.appendChild(
-        el('div', { className: 'nb2prod-Productionize-serverError', text: options.serverError })
+        el('div', 'nb2prod-Productionize-serverError', options.serverError)
       );
     }
     this.ready = this._load();
@@ -161,7 +146,7 @@ export class ProductionizeBody
       this.node.appendChild(this._issues('Warnings', spec.warnings, 'warning'));
     }
     if (names.length) {
-      const box = el('div', { className: 'nb2prod-Productionize-dag' });
+      const box = el('div', 'nb2prod-Productionize-dag');
       const detail: Record<string, string> = {};
       for (const [name, stage] of Object.entries(spec.stages)) {
         detail[name] = `cell${stage.cells.length === 1 ? '' : 's'} ${stage.cells.join(', ')}`;
@@ -179,7 +164,7 @@ export class ProductionizeBody
           }
         })
       );
-      this.node.appendChild(el('h3', { text: 'Pipeline' }));
+      this.node.appendChild(el('h3', '', 'Pipeline'));
       this.node.appendChild(box);
     }
     if (!spec.errors.length) {
@@ -189,9 +174,9 @@ export class ProductionizeBody
   }
 
   private _issues(title: string, issues: IIssue[], kind: string): HTMLElement {
-    const list = el('ul', { className: `nb2prod-Issues nb2prod-mod-${kind}` });
+    const list = el('ul', `nb2prod-Issues nb2prod-mod-${kind}`);
     for (const issue of issues) {
-      const item = el('li', { className: 'nb2prod-Issue', text: issueText(issue) });
+      const item = el('li', 'nb2prod-Issue', issueText(issue));
       if (issue.cell_index !== null && issue.cell_index !== undefined) {
         const index = issue.cell_index;
         item.classList.add('nb2prod-mod-clickable');
@@ -206,20 +191,20 @@ export class ProductionizeBody
       }
       list.appendChild(item);
     }
-    return el('section', {}, el('h3', { text: title }), list);
+    return el('section', '', undefined, el('h3', '', title), list);
   }
 
   private _parameterForm(spec: ISpec): HTMLElement {
-    const section = el('section', { className: 'nb2prod-Productionize-params' });
-    section.appendChild(el('h3', { text: 'Parameters' }));
+    const section = el('section', 'nb2prod-Productionize-params');
+    section.appendChild(el('h3', '', 'Parameters'));
     const entries = Object.entries(spec.parameters);
     if (!entries.length) {
       section.appendChild(
-        el('p', { className: 'nb2prod-Muted', text: 'No parameters cell (tag a cell "parameters" to add some).' })
+        el('p', 'nb2prod-Muted', 'No parameters cell (tag a cell "parameters" to add some).')
       );
       return section;
     }
-    const grid = el('div', { className: 'nb2prod-Form' });
+    const grid = el('div', 'nb2prod-Form');
     for (const [name, param] of entries) {
       const kind = inputKind(param.type);
       const input = document.createElement('input');
@@ -240,15 +225,15 @@ export class ProductionizeBody
         }
         input.value = initial !== undefined ? String(initial) : formatValue(kind, param.default);
       }
-      const message = el('span', { className: 'nb2prod-Form-error' });
+      const message = el('span', 'nb2prod-Form-error');
       input.addEventListener('input', () => this._updateAccept());
       input.addEventListener('change', () => this._updateAccept());
       this._paramInputs[name] = input;
       this._paramErrors[name] = message;
-      const label = el('label', { className: 'nb2prod-Form-label' }, name, ' ', el('span', { className: 'nb2prod-Type', text: param.type }));
+      const label = el('label', 'nb2prod-Form-label', undefined, name, ' ', el('span', 'nb2prod-Type', param.type));
       label.htmlFor = `nb2prod-param-${name}`;
       input.id = `nb2prod-param-${name}`;
-      grid.append(label, el('div', { className: 'nb2prod-Form-field' }, input, message));
+      grid.append(label, el('div', 'nb2prod-Form-field', undefined, input, message));
     }
     section.appendChild(grid);
     return section;
@@ -256,7 +241,7 @@ export class ProductionizeBody
 
   private _optionsForm(): HTMLElement {
     const { settings, initial } = this.options;
-    const grid = el('div', { className: 'nb2prod-Form' });
+    const grid = el('div', 'nb2prod-Form');
     const text = (key: 'ray_address' | 'experiment' | 'tracking_uri', label: string, value: string, placeholder: string) => {
       const input = document.createElement('input');
       input.type = 'text';
@@ -266,9 +251,9 @@ export class ProductionizeBody
       input.value = initial ? initial[key] : value;
       input.placeholder = placeholder;
       this._inputs[key] = input;
-      const labelNode = el('label', { className: 'nb2prod-Form-label', text: label });
+      const labelNode = el('label', 'nb2prod-Form-label', label);
       labelNode.htmlFor = input.id;
-      grid.append(labelNode, el('div', { className: 'nb2prod-Form-field' }, input));
+      grid.append(labelNode, el('div', 'nb2prod-Form-field', undefined, input));
     };
     text('ray_address', 'Ray address', settings.rayAddress, 'local cluster (auto)');
     text('experiment', 'Experiment', settings.experiment, 'notebook name');
@@ -279,10 +264,10 @@ export class ProductionizeBody
     noCache.id = 'nb2prod-no_cache';
     noCache.checked = initial?.no_cache ?? false;
     this._inputs.no_cache = noCache;
-    const label = el('label', { className: 'nb2prod-Form-label', text: 'Ignore cache' });
+    const label = el('label', 'nb2prod-Form-label', 'Ignore cache');
     label.htmlFor = noCache.id;
-    grid.append(label, el('div', { className: 'nb2prod-Form-field' }, noCache));
-    return el('section', { className: 'nb2prod-Productionize-options' }, el('h3', { text: 'Run options' }), grid);
+    grid.append(label, el('div', 'nb2prod-Form-field', undefined, noCache));
+    return el('section', 'nb2prod-Productionize-options', undefined, el('h3', '', 'Run options'), grid);
   }
 
   /** Parsed parameters that differ from their defaults, or null when one is invalid. */

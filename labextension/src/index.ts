@@ -1,6 +1,6 @@
 /**
- * nb2prod for JupyterLab: the Productionize command (toolbar, palette, context menu), the Pipelines
- * side panel, "Mark as stage…" and stage badges. All pipeline logic stays on the server (REST).
+ * nb2prod for JupyterLab: the Productionize and Schedule… commands (toolbar, palette, context menu), the
+ * Pipelines side panel (schedules and runs), "Mark as stage…" and stage badges. All pipeline logic stays on the server (REST).
  */
 import {
   ILayoutRestorer,
@@ -16,6 +16,7 @@ import { productionize } from './dialog';
 import { postAPI } from './handler';
 import { openCell } from './navigate';
 import { PipelinesPanel } from './panel';
+import { scheduleNotebook } from './schedule';
 import { STAGE_NAME, setStage, stageOf, trackBadges } from './stages';
 import { DEFAULT_SETTINGS, ISettings, ISpec } from './types';
 
@@ -23,6 +24,7 @@ const PLUGIN_ID = 'nb2prod:plugin';
 
 export namespace CommandIDs {
   export const productionize = 'nb2prod:productionize';
+  export const schedule = 'nb2prod:schedule';
   export const markStage = 'nb2prod:mark-stage';
   export const showPipelines = 'nb2prod:show-pipelines';
 }
@@ -42,6 +44,14 @@ export const stageIcon = new LabIcon({
   svgstr:
     '<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">' +
     '<path class="jp-icon3" fill="#616161" d="M4 4h10l6 8-6 8H4l5-8z"/></svg>'
+});
+
+export const scheduleIcon = new LabIcon({
+  name: 'nb2prod:schedule',
+  svgstr:
+    '<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">' +
+    '<path class="jp-icon3" fill="#616161" d="M12 2a10 10 0 1 0 0 20 10 10 0 0 0 0-20zm0 2a8 8 0 1 1 0 16 8 8 0 0 1 ' +
+    '0-16zm-1 3v6l5 3 1-1.7-4-2.3V7z"/></svg>'
 });
 
 function checkNotebook(path: string): Promise<ISpec> {
@@ -109,6 +119,28 @@ const plugin: JupyterFrontEndPlugin<void> = {
           onStarted: runId => {
             app.shell.activateById(panel.id);
             panel.select(runId);
+          }
+        });
+      }
+    });
+
+    app.commands.addCommand(CommandIDs.schedule, {
+      label: args => (args.toolbar ? 'Schedule…' : 'Schedule Notebook…'),
+      caption: 'Run this notebook on a cron schedule (as a pipeline or with papermill), tracked in MLflow',
+      icon: scheduleIcon,
+      isEnabled: () => tracker.currentWidget !== null,
+      execute: async args => {
+        const notebook = current(args);
+        if (!notebook) {
+          return;
+        }
+        await scheduleNotebook({
+          panel: notebook,
+          settings: () => settings,
+          check: checkNotebook,
+          onAdded: () => {
+            app.shell.activateById(panel.id);
+            void panel.refresh();
           }
         });
       }

@@ -1,11 +1,14 @@
 /**
- * The Pipelines side panel: recent runs (from any front end on this server), per-stage live status,
- * errors that jump to their cell, MLflow links, cancel. Polls `GET /nb2prod/runs` while visible.
+ * The Pipelines side panel: the schedules (see schedulelist.ts), recent runs (from any front end on this
+ * server), per-stage live status, errors that jump to their cell, MLflow links, cancel. Polls
+ * `GET /nb2prod/runs` and `GET /nb2prod/schedules` while visible.
  */
 import { PathExt } from '@jupyterlab/coreutils';
 import { Widget } from '@lumino/widgets';
 
+import { el } from './dom';
 import { requestAPI, postAPI } from './handler';
+import { ScheduleList } from './schedulelist';
 import { IRunRecord, ISettings, IStageRecord } from './types';
 
 export interface IPanelOptions {
@@ -15,21 +18,6 @@ export interface IPanelOptions {
 }
 
 const TERMINAL = new Set(['done', 'failed', 'cancelled', 'interrupted']);
-
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  className = '',
-  text?: string
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  if (className) {
-    node.className = className;
-  }
-  if (text !== undefined) {
-    node.textContent = text;
-  }
-  return node;
-}
 
 export function formatDuration(seconds: number | null | undefined): string {
   if (seconds === null || seconds === undefined) {
@@ -77,8 +65,9 @@ export class PipelinesPanel extends Widget {
     refresh.addEventListener('click', () => void this.refresh());
     header.appendChild(refresh);
     this._message = el('div', 'nb2prod-Pipelines-message');
+    this._schedules = new ScheduleList({ changed: () => void this.refresh() });
     this._list = el('div', 'nb2prod-Pipelines-list');
-    this.node.append(header, this._message, this._list);
+    this.node.append(header, this._message, this._schedules.node, el('h3', '', 'Runs'), this._list);
   }
 
   /** Show this run expanded (e.g. just after starting it). */
@@ -87,10 +76,10 @@ export class PipelinesPanel extends Widget {
     void this.refresh();
   }
 
-  /** Fetch the recent runs now and redraw if anything changed. */
+  /** Fetch the schedules and recent runs now and redraw what changed. */
   async refresh(): Promise<void> {
     try {
-      const runs = await requestAPI<IRunRecord[]>('runs?limit=20');
+      const [runs] = await Promise.all([requestAPI<IRunRecord[]>('runs?limit=20'), this._schedules.refresh()]);
       this._message.textContent = runs.length
         ? ''
         : 'No runs yet. Open a tagged notebook and click Productionize.';
@@ -278,6 +267,7 @@ export class PipelinesPanel extends Widget {
   }
 
   private _message: HTMLElement;
+  private _schedules: ScheduleList;
   private _list: HTMLElement;
   private _timer: number | null = null;
   private _expanded = new Set<string>();

@@ -117,3 +117,60 @@ export const DEFAULT_SETTINGS: ISettings = {
   mlflowUiUrl: '',
   pollInterval: 1000
 };
+
+/** What `GET /nb2prod/schedule-preview` returns. */
+export interface ISchedulePreview {
+  cron: string;
+  timezone: string;
+  description: string;
+  next_fire_times: string[];
+  next_fire_times_local: string[];
+}
+
+/** One fire of a schedule (its history is the audit log). */
+export interface IFire {
+  scheduled_time: string;
+  status: string; // queued | running | done | failed | skipped | cancelled
+  reason: string | null;
+  attempts: number;
+  run_id: string | null;
+  mlflow_run_id: string | null;
+  error: string | null;
+}
+
+/** A schedule, as `GET /nb2prod/schedules` lists it (with its latest fire only). */
+export interface ISchedule {
+  name: string;
+  notebook: string;
+  cron: string;
+  description: string;
+  timezone: string;
+  mode: 'pipeline' | 'notebook';
+  parameters: Record<string, unknown>;
+  catchup: string;
+  max_concurrent: number;
+  timeout_s: number | null;
+  retries: number;
+  paused: boolean;
+  next_fire_times: string[];
+  next_fire_times_local: string[];
+  last_status: string | null;
+  fires: IFire[];
+}
+
+/** The body of `POST /nb2prod/schedules`. */
+export interface IScheduleRequest {
+  name: string;
+  path: string;
+  cron: string;
+  tz: string;
+  mode: 'pipeline' | 'notebook';
+  parameters: Record<string, string>;
+  options: Record<string, unknown>;
+  catchup: string;
+  max_concurrent: number;
+  retries: number;
+  timeout_s: number | null;
+  notify_url: string | null;
+  notify_on_success: boolean;
+}

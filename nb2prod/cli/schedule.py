@@ -71,7 +71,7 @@ def add(name, notebook, cron, tz, params, mode, catchup, catchup_max, max_concur
     if as_json:
         click.echo(json.dumps(row))
         return
-    click.echo(f"added {name}; next fire times ({tz}): {', '.join(row['next_fire_times_local'])}")
+    click.echo(f"added {name}: {row['description']} ({tz}); next fire times: {', '.join(row['next_fire_times_local'])}")
 
 
 @schedule.command()
@@ -82,7 +82,9 @@ def preview(cron: str, tz: str, count: int) -> None:
     """The next fire times of CRON (checks it, stores nothing)."""
     from nb2prod.scheduling import schedules
 
-    for t in schedules.preview(cron, tz, count)["next_fire_times_local"]:
+    result = schedules.preview(cron, tz, count)
+    click.echo(f"{result['description']} ({tz})")
+    for t in result["next_fire_times_local"]:
         click.echo(t)
 
 
@@ -96,9 +98,10 @@ def list_(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows))
         return
-    table = Table("name", "cron", "tz", "mode", "next fire (local)", "last status", box=None, pad_edge=False)
+    table = Table("name", "cron", "when", "tz", "mode", "next fire (local)", "last status", box=None, pad_edge=False)
     for r in rows:
-        table.add_row(escape(r["name"]) + (" (paused)" if r["paused"] else ""), escape(r["cron"]), r["timezone"],
+        table.add_row(escape(r["name"]) + (" (paused)" if r["paused"] else ""), escape(r["cron"]), r["description"],
+                      r["timezone"],
                       r["mode"], "" if r["paused"] else (r["next_fire_times_local"] or [""])[0], r["last_status"] or "")
     stdout.print(table)
 
@@ -115,7 +118,8 @@ def show(name: str, as_json: bool, limit: int) -> None:
     if as_json:
         click.echo(json.dumps(data))
         return
-    stdout.print(f"[bold]{escape(data['name'])}[/] {escape(data['cron'])} ({data['timezone']}) {data['mode']} — "
+    stdout.print(f"[bold]{escape(data['name'])}[/] {escape(data['cron'])} = {data['description']} "
+                 f"({data['timezone']}) {data['mode']} — "
                  f"{escape(data['notebook'])}{' (paused)' if data['paused'] else ''}\n"
                  f"next: {', '.join(data['next_fire_times_local'])}")
     table = Table("scheduled (UTC)", "status", "attempts", "started", "ended", "run", "MLflow run", "sha256",

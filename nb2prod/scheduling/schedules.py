@@ -80,7 +80,8 @@ def preview(cron: str, tz: str = "UTC", count: int = 5) -> dict[str, Any]:
     """The next ``count`` fire times of a cron expression (for a UI's preview); UsageError when invalid."""
     timing.check_cron(cron, tz)
     times = timing.next_fire_times(cron, tz, utcnow(), count)
-    return {"cron": cron, "timezone": tz, "next_fire_times": [t.isoformat() + "Z" for t in times],
+    return {"cron": cron, "timezone": tz, "description": timing.describe(cron),
+            "next_fire_times": [t.isoformat() + "Z" for t in times],
             "next_fire_times_local": [timing.local(t, tz).isoformat() for t in times]}
 
 
@@ -107,7 +108,8 @@ def show(name: str, history: int = 50) -> dict[str, Any]:
         attempts = s.scalars(select(FireAttemptRow).where(FireAttemptRow.fire_id.in_([f.id for f in fires]))).all()
     upcoming = timing.next_fire_times(row.cron, row.timezone, max(row.considered_until, utcnow()), 3)
     return {
-        "name": row.name, "notebook": row.notebook, "cron": row.cron, "timezone": row.timezone, "mode": row.mode,
+        "name": row.name, "notebook": row.notebook, "cron": row.cron, "description": timing.describe(row.cron),
+        "timezone": row.timezone, "mode": row.mode,
         "parameters": row.parameters, "options": row.options, "catchup": row.catchup,
         "max_concurrent": row.max_concurrent, "timeout_s": row.timeout_s, "retries": row.retries,
         "notify_url": row.notify_url, "paused": row.paused,

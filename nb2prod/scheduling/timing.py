@@ -12,12 +12,16 @@ import re
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cron_descriptor import CasingTypeEnum, ExpressionDescriptor, Options
 from croniter import croniter
 
 from nb2prod.errors import UsageError
 
 TEMPLATE = re.compile(r"\{\{\s*scheduled_time\s*(?:([+-])\s*(\d+)\s*([dhm]))?\s*(?::([^}]*?))?\s*\}\}")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+# The cron aliases croniter accepts, as the 5-field expressions they stand for (cron_descriptor wants fields).
+ALIASES = {"@midnight": "0 0 * * *", "@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0",
+           "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *"}
 
 
 def check_cron(expr: str, tz: str) -> None:
@@ -29,6 +33,14 @@ def check_cron(expr: str, tz: str) -> None:
     if not croniter.is_valid(expr) or (not expr.startswith("@") and len(expr.split()) != 5):
         raise UsageError(f"invalid cron expression {expr!r}; use 5 fields (m h dom mon dow) or "
                          "@hourly/@daily/@weekly")
+
+
+def describe(expr: str) -> str:
+    """A valid cron expression in words, 24-hour clock: ``30 2 * * 1-5`` → "At 02:30, Monday through Friday"."""
+    options = Options()
+    options.use_24hour_time_format = True
+    options.casing_type = CasingTypeEnum.Sentence
+    return ExpressionDescriptor(ALIASES.get(expr.lower(), expr), options).get_description()
 
 
 def fire_times(expr: str, tz: str, after: datetime, until: datetime, limit: int = 10_000) -> list[datetime]:

@@ -214,6 +214,22 @@ class SchedulesHandler(Nb2ProdHandler):
         self.reply(await self.blocking(schedules.add, name, str(path), cron, **body), status=201)
 
 
+class SchedulePreviewHandler(Nb2ProdHandler):
+    """``GET /nb2prod/schedule-preview?cron=EXPR&tz=ZONE[&count=N]``: the expression in words and its next fire
+    times (400 with the reason when the expression or zone is invalid); stores nothing."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        from nb2prod.scheduling import schedules
+
+        try:
+            count = min(max(int(self.get_query_argument("count", "5")), 1), 50)
+        except ValueError:
+            raise UsageError("'count' must be an integer") from None
+        cron = self.get_query_argument("cron", "").strip()
+        self.reply(await self.blocking(schedules.preview, cron, self.get_query_argument("tz", "UTC"), count))
+
+
 class ScheduleHandler(Nb2ProdHandler):
     """``GET|DELETE /nb2prod/schedules/{name}``; ``POST .../{name}/(pause|resume|run-now)``."""
 
@@ -251,6 +267,7 @@ def setup_handlers(serverapp: Any) -> None:
         (f"runs/{RUN_ID}", RunHandler),
         (f"runs/{RUN_ID}/cancel", CancelHandler),
         ("schedules", SchedulesHandler),
+        ("schedule-preview", SchedulePreviewHandler),
         (f"schedules/{SCHEDULE}", ScheduleHandler),
         (f"schedules/{SCHEDULE}/(?P<action>pause|resume|run-now)", ScheduleHandler),
     ]

@@ -3,6 +3,9 @@
 Open the example notebook, click Productionize, see the DAG, change a parameter, Run, wait for the
 Pipelines panel to show every stage done, and check MLflow holds the run with that value. A notebook
 with a cycle shows its errors in the dialog; clicking the one pinned to a cell selects that cell.
+Schedule… previews a cron expression in words with its next fire times, adds the schedule, and the
+panel's Schedules list pauses, resumes, runs it now (the server's own scheduler finishes the fire) and
+removes it.
 Screenshots go to the test's tmp dir; set NB2PROD_SCREENSHOTS=DIR (e.g. docs/screenshots) to copy them.
 """
 
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from nb2prod.scheduling import schedules
 from tests.conftest import EXAMPLE, make_notebook
 from tests.server.conftest import CYCLE
 from tests.server.labserver import CHROMIUM, LabServer
@@ -28,6 +32,8 @@ pytestmark = [
 
 STAGES = ["load", "split", "train_forest", "train_logreg", "evaluate", "report"]
 PRODUCTIONIZE = ".jp-NotebookPanel:not(.lm-mod-hidden) [data-command='nb2prod:productionize']"
+SCHEDULE = ".jp-NotebookPanel:not(.lm-mod-hidden) [data-command='nb2prod:schedule']"
+QUICK = [("day = 'x'\nn = 1", ["parameters"]), ("out = f'{day}-{n}'", ["stage:only"])]
 
 
 MLFLOW_UI = "http://127.0.0.1:5000"
@@ -39,13 +45,16 @@ def lab(request, tmp_path):
     root = tmp_path / "root"
     (root / "example_notebooks").mkdir(parents=True)
     shutil.copy(EXAMPLE, root / "example_notebooks" / "pipeline.ipynb")
-    cycle = make_notebook(root / "cycle.ipynb", CYCLE)
-    nb = json.loads(cycle.read_text())  # a kernelspec, or Lab asks which kernel to start
-    nb["metadata"]["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    cycle.write_text(json.dumps(nb))
-    dark = getattr(request, "param", "light") == "dark"
-    with LabServer(root, tmp_path / "lab", extra_args=[f"--Nb2ProdServer.mlflow_ui_url={MLFLOW_UI}"],
-                   settings=DARK if dark else None) as server:
+    for name, cells in (("cycle.ipynb", CYCLE), ("quick.ipynb", QUICK)):
+        path = make_notebook(root / name, cells)
+        nb = json.loads(path.read_text())  # a kernelspec, or Lab asks which kernel to start
+        nb["metadata"]["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        path.write_text(json.dumps(nb))
+    flavour = getattr(request, "param", "light")  # light | dark | scheduler (the server runs a scheduler)
+    args = [f"--Nb2ProdServer.mlflow_ui_url={MLFLOW_UI}"]
+    if flavour == "scheduler":
+        args.append("--Nb2ProdServer.run_scheduler=True")
+    with LabServer(root, tmp_path / "lab", extra_args=args, settings=DARK if flavour == "dark" else None) as server:
         yield server
 
 
@@ -175,3 +184,69 @@ def test_cycle_is_shown_in_the_dialog_and_errors_select_their_cell(lab, page, sh
     badge = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").nth(2).locator(".nb2prod-StageBadge")
     badge.wait_for()
     assert badge.text_content() == "printing"
+
+
+@pytest.fixture
+def no_schedules_left():
+    yield
+    for row in schedules.list_all():
+        schedules.remove(row["name"])
+
+
+@pytest.mark.parametrize("lab", ["scheduler"], indirect=True)
+def test_schedule_dialog_previews_adds_and_the_panel_manages_the_schedule(lab, page, shots, no_schedules_left):
+    from nb2prod import api
+
+    _open(page, lab, "quick.ipynb")
+    page.click(SCHEDULE)
+    preview = page.locator(".nb2prod-Schedule-preview")
+    accept = page.locator(".jp-Dialog .jp-mod-accept")
+    preview.locator(".nb2prod-Schedule-description").wait_for()
+
+    page.fill("input[name='cron']", "61 2 * * *")
+    page.wait_for_selector(".nb2prod-Schedule-preview.nb2prod-mod-error >> text=invalid cron expression")
+    assert accept.is_disabled()
+    page.fill("input[name='cron']", "30 2 * * 1-5")
+    page.fill("input[name='tz']", "Europe/Paris")
+    page.wait_for_selector(".nb2prod-Schedule-description >> text=At 02:30, Monday through Friday (Europe/Paris)")
+    times = preview.locator(".nb2prod-Schedule-times li").all_text_contents()
+    assert len(times) == 5 and all("02:30" in t for t in times), times
+    page.fill("input[name='name']", "bad name")
+    assert accept.is_disabled()
+    page.fill("input[name='name']", "nightly-quick")
+    page.fill("input[data-param='n']", "7")
+    page.fill("input[data-param='day']", "{{ scheduled_time - 1d:%Y-%m-%d }}")
+    page.select_option("select[name='catchup']", "latest")
+    page.fill("input[name='retries']", "1")
+    assert accept.is_enabled()
+    shots(page, "schedule-dialog.png", element=".jp-Dialog-content")
+    accept.click()
+
+    row = page.locator(".nb2prod-Schedule-row[data-name='nightly-quick']")
+    row.wait_for()
+    stored = schedules.show("nightly-quick")
+    assert (stored["cron"], stored["timezone"], stored["catchup"], stored["retries"]) == \
+        ("30 2 * * 1-5", "Europe/Paris", "latest", 1)
+    assert stored["parameters"] == {"n": "7", "day": "{{ scheduled_time - 1d:%Y-%m-%d }}"}
+    assert "At 02:30, Monday through Friday" in row.text_content()
+
+    row.locator("[data-action='pause']").click()
+    page.wait_for_selector(".nb2prod-Schedule-row[data-name='nightly-quick'][data-paused='true']")
+    assert schedules.show("nightly-quick")["paused"] is True
+    row.locator("[data-action='resume']").click()
+    page.wait_for_selector(".nb2prod-Schedule-row[data-name='nightly-quick'][data-paused='false']")
+
+    row.locator("[data-action='run-now']").click()  # the server's scheduler watches the fire to its end
+    page.wait_for_selector(".nb2prod-Schedule-row[data-name='nightly-quick'][data-last-status='done']",
+                           timeout=180_000)
+    fire = schedules.show("nightly-quick")["fires"][0]
+    page.wait_for_selector(f".nb2prod-Run[data-run-id='{fire['run_id']}'][data-status='done']")
+    shots(page, "pipelines-schedules.png")
+    record = api.get_run(fire["run_id"])
+    assert record["origin"] == "scheduler" and record["parameters"]["n"] == 7
+    assert record["parameters"]["day"] == fire["parameters"]["day"] != "{{ scheduled_time - 1d:%Y-%m-%d }}"
+
+    row.locator("[data-action='remove']").click()
+    page.click(".jp-Dialog .jp-mod-accept")
+    row.wait_for(state="detached")
+    assert schedules.list_all() == []

@@ -51,3 +51,15 @@ async def test_schedules_need_a_token(jp_fetch, root):
     with pytest.raises(HTTPClientError) as exc:
         await jp_fetch("nb2prod", "schedules", headers={"Authorization": ""})
     assert exc.value.code == 403
+
+
+async def test_schedule_preview_describes_the_expression_and_lists_fire_times(jp_fetch, root):
+    code, preview = await fetch_json(jp_fetch, "nb2prod", "schedule-preview",
+                                     params={"cron": "30 2 * * 1-5", "tz": "Europe/Paris", "count": "3"})
+    assert code == 200 and preview["description"] == "At 02:30, Monday through Friday"
+    assert len(preview["next_fire_times_local"]) == 3
+    assert all(t[11:19] == "02:30:00" for t in preview["next_fire_times_local"])  # wall-clock time in Paris
+    code, error = await fetch_json(jp_fetch, "nb2prod", "schedule-preview", params={"cron": "61 * * * *"})
+    assert code == 400 and "invalid cron expression" in error["error"]
+    code, rows = await fetch_json(jp_fetch, "nb2prod", "schedules")
+    assert rows == []
