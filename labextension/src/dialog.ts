@@ -316,17 +316,25 @@ export interface IProductionizeOptions {
   onStarted: (runId: string) => void;
 }
 
-/** Save the notebook, show the dialog, start the run; reopens with the server's error on a 400. */
-export async function productionize(options: IProductionizeOptions): Promise<void> {
-  const { app, panel } = options;
+/** Save the notebook (what runs is the file on disk); its server path, or null when saving failed. */
+export async function saveNotebook(panel: NotebookPanel): Promise<string | null> {
   await panel.context.ready;
   try {
     await panel.context.save();
   } catch (error) {
     await showErrorMessage('Could not save the notebook', error as Error);
+    return null;
+  }
+  return panel.context.localPath;
+}
+
+/** Save the notebook, show the dialog, start the run; reopens with the server's error on a 400. */
+export async function productionize(options: IProductionizeOptions): Promise<void> {
+  const { app, panel } = options;
+  const path = await saveNotebook(panel);
+  if (path === null) {
     return;
   }
-  const path = panel.context.localPath;
   let initial: IFormValues | undefined;
   let serverError: string | undefined;
   for (;;) {

@@ -9,6 +9,7 @@ import { PathExt } from '@jupyterlab/coreutils';
 import { NotebookPanel } from '@jupyterlab/notebook';
 import { Widget } from '@lumino/widgets';
 
+import { saveNotebook } from './dialog';
 import { el } from './dom';
 import { postAPI, requestAPI } from './handler';
 import { formatValue, inputKind } from './params';
@@ -301,15 +302,10 @@ export interface IScheduleOptions {
 
 /** Save the notebook, show the dialog, add the schedule; reopens with the server's reason when refused. */
 export async function scheduleNotebook(options: IScheduleOptions): Promise<void> {
-  const { panel } = options;
-  await panel.context.ready;
-  try {
-    await panel.context.save();
-  } catch (error) {
-    await showErrorMessage('Could not save the notebook', error as Error);
+  const path = await saveNotebook(options.panel);
+  if (path === null) {
     return;
   }
-  const path = panel.context.localPath;
   let spec: ISpec;
   try {
     spec = await options.check(path);

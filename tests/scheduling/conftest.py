@@ -61,3 +61,15 @@ def private_home(tmp_path, monkeypatch):
 def plain_nb(tmp_path):
     return make_notebook(tmp_path / "plain.ipynb", [("day = 'x'\nn = 1", ["parameters"]),
                                                     ("out = f'{day}-{n}'", ["stage:only"])])
+
+
+def fires(name: str) -> list:
+    """The fire records of schedule ``name``, oldest first."""
+    from sqlalchemy import select
+
+    from nb2prod.scheduling.models import FireRow, ScheduleRow
+    from nb2prod.store.db import session
+
+    with session() as s:
+        sid = s.scalar(select(ScheduleRow.id).where(ScheduleRow.name == name))
+        return s.scalars(select(FireRow).where(FireRow.schedule_id == sid).order_by(FireRow.scheduled_time)).all()

@@ -18,12 +18,12 @@ import pytest
 from sqlalchemy import select
 
 from nb2prod.scheduling import schedules
-from nb2prod.scheduling.models import FireAttemptRow, FireRow, ScheduleRow
+from nb2prod.scheduling.models import FireAttemptRow
 from nb2prod.scheduling.service import Scheduler, utcnow
 from nb2prod.store import runs as store
 from nb2prod.store.db import session
 from tests.conftest import make_notebook, run_cli
-from tests.scheduling.conftest import Clock
+from tests.scheduling.conftest import Clock, fires
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 FAST_LEASE = {"NB2PROD_SCHEDULER_LEASE_S": "3"}
@@ -41,12 +41,6 @@ def no_leftover_schedules():
 def quick_nb(tmp_path):
     return make_notebook(tmp_path / "quick.ipynb", [("day = 'x'\nn = 1", ["parameters"]),
                                                     ("out = f'{day}-{n}'", ["stage:only"])])
-
-
-def fires(name):
-    with session() as s:
-        sid = s.scalar(select(ScheduleRow.id).where(ScheduleRow.name == name))
-        return s.scalars(select(FireRow).where(FireRow.schedule_id == sid).order_by(FireRow.scheduled_time)).all()
 
 
 def attempt_statuses(fire_id):

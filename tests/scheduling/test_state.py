@@ -10,19 +10,13 @@ from sqlalchemy import select
 
 from nb2prod.errors import UsageError
 from nb2prod.scheduling import schedules
-from nb2prod.scheduling.models import FireAttemptRow, FireRow, ScheduleRow
+from nb2prod.scheduling.models import FireAttemptRow
 from nb2prod.scheduling.service import LEASE_S, Scheduler
 from nb2prod.store.db import session
-from tests.scheduling.conftest import Clock, ScriptedLauncher
+from tests.scheduling.conftest import Clock, ScriptedLauncher, fires
 
 pytestmark = pytest.mark.usefixtures("private_home")
 T0 = datetime(2026, 3, 1, 12, 0)
-
-
-def fires(name):
-    with session() as s:
-        sid = s.scalar(select(ScheduleRow.id).where(ScheduleRow.name == name))
-        return s.scalars(select(FireRow).where(FireRow.schedule_id == sid).order_by(FireRow.scheduled_time)).all()
 
 
 def attempts(fire_id):

@@ -1,0 +1,25 @@
+"""The pip-freeze listing logged with every run is cached, and an install invalidates the cache."""
+
+from __future__ import annotations
+
+import sys
+
+from nb2prod.tracking import pip_freeze
+
+
+def _install(site, name: str, version: str) -> None:
+    dist = site / f"{name}-{version}.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+
+
+def test_pip_freeze_sees_a_new_install(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.setattr(sys, "path", [str(site), *sys.path])
+    _install(site, "nb2prod-fake-one", "1.0")
+    first = pip_freeze()
+    assert "nb2prod-fake-one==1.0" in first and "nb2prod-fake-two" not in first
+    assert pip_freeze() is first  # unchanged environment: the cached listing
+    _install(site, "nb2prod-fake-two", "2.5")
+    assert "nb2prod-fake-two==2.5" in pip_freeze()
