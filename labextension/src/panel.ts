@@ -65,7 +65,10 @@ export class PipelinesPanel extends Widget {
     refresh.addEventListener('click', () => void this.refresh());
     header.appendChild(refresh);
     this._message = el('div', 'nb2prod-Pipelines-message');
-    this._schedules = new ScheduleList({ changed: () => void this.refresh() });
+    this._schedules = new ScheduleList({
+      changed: () => void this.refresh(),
+      selectRun: runId => this.select(runId)
+    });
     this._list = el('div', 'nb2prod-Pipelines-list');
     this.node.append(header, this._message, this._schedules.node, el('h3', '', 'Runs'), this._list);
   }

@@ -19,15 +19,16 @@ import { ISchedule, IScheduleRequest, ISchedulePreview, ISettings, ISpec } from 
 export const SCHEDULE_NAME = /^[A-Za-z0-9_.-]{1,128}$/;
 const PREVIEW_DELAY_MS = 250;
 
-/** A fire time (ISO, with offset) as the schedule's timezone shows it: "Tue, Dec 1, 02:30". */
-export function formatFireTime(iso: string, timeZone: string): string {
+/** A fire time (ISO, with offset) as the schedule's timezone shows it: "Tue, Dec 1, 2026, 02:30", or
+ * "Dec 1, 02:30" when `short`. */
+export function formatFireTime(iso: string, timeZone: string, short = false): string {
   try {
     return new Date(iso).toLocaleString(undefined, {
       timeZone,
-      weekday: 'short',
+      weekday: short ? undefined : 'short',
       month: 'short',
       day: 'numeric',
-      year: 'numeric',
+      year: short ? undefined : 'numeric',
       hour: '2-digit',
       minute: '2-digit',
       hourCycle: 'h23'

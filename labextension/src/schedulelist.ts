@@ -1,6 +1,7 @@
 /**
  * The Schedules section of the Pipelines panel: every schedule in the store with its cron in words, next
- * fire time and last status; pause / resume, run now, remove. Drawn from `GET /nb2prod/schedules`.
+ * fire time and last status; pause / resume, run now, remove; a click shows its recent fires (the audit
+ * log), whose runs open in the panel. Drawn from `GET /nb2prod/schedules` (+ `/schedules/{name}`).
  */
 import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { PathExt } from '@jupyterlab/coreutils';
@@ -8,11 +9,15 @@ import { PathExt } from '@jupyterlab/coreutils';
 import { el } from './dom';
 import { postAPI, requestAPI } from './handler';
 import { formatFireTime } from './schedule';
-import { ISchedule } from './types';
+import { IFire, ISchedule } from './types';
+
+const HISTORY = 10;
 
 export interface IScheduleListOptions {
   /** Called after an action changed something (e.g. run now started a run). */
   changed: () => void;
+  /** Show a run (a fire's) in the panel. */
+  selectRun: (runId: string) => void;
 }
 
 export class ScheduleList {
@@ -27,8 +32,18 @@ export class ScheduleList {
 
   /** Fetch the schedules and redraw when they changed. */
   async refresh(): Promise<void> {
-    const schedules = await requestAPI<ISchedule[]>('schedules');
-    const key = JSON.stringify(schedules.map(s => [s.name, s.paused, s.next_fire_times[0], s.fires[0]]));
+    const listed = await requestAPI<ISchedule[]>('schedules');
+    const schedules = await Promise.all(
+      listed.map(s =>
+        this._expanded.has(s.name)
+          ? requestAPI<ISchedule>(`schedules/${encodeURIComponent(s.name)}?history=${HISTORY}`).catch(() => s)
+          : s
+      )
+    );
+    const key = JSON.stringify([
+      [...this._expanded],
+      schedules.map(s => [s.name, s.paused, s.next_fire_times[0], s.fires])
+    ]);
     if (key === this._lastKey) {
       return;
     }
@@ -52,7 +67,30 @@ export class ScheduleList {
       : last
         ? el('span', `nb2prod-Status nb2prod-mod-${last.status}`, last.status)
         : el('span', 'nb2prod-Muted', 'not fired yet');
-    const head = el('div', 'nb2prod-Schedule-head', undefined, el('span', 'nb2prod-Schedule-name', schedule.name), badge);
+    const expanded = this._expanded.has(schedule.name);
+    const head = el(
+      'div',
+      'nb2prod-Schedule-head',
+      undefined,
+      el('span', 'nb2prod-Run-caret', expanded ? '▾' : '▸'),
+      el('span', 'nb2prod-Schedule-name', schedule.name),
+      badge
+    );
+    head.tabIndex = 0;
+    head.setAttribute('role', 'button');
+    head.setAttribute('aria-expanded', String(expanded));
+    const toggle = () => {
+      if (!this._expanded.delete(schedule.name)) {
+        this._expanded.add(schedule.name);
+      }
+      this.options.changed();
+    };
+    head.addEventListener('click', toggle);
+    head.addEventListener('keydown', event => {
+      if (event.key === 'Enter') {
+        toggle();
+      }
+    });
     head.title = [
       `${schedule.cron} (${schedule.timezone}) · ${schedule.mode} · ${PathExt.basename(schedule.notebook)}`,
       last ? `last fire ${last.scheduled_time}: ${last.reason ?? last.error ?? last.status}` : 'never fired'
@@ -94,10 +132,50 @@ export class ScheduleList {
       }
     }, 'jp-mod-warn');
     node.append(head, when, actions);
+    if (expanded) {
+      node.appendChild(this._history(schedule));
+    }
     return node;
+  }
+
+  private _history(schedule: ISchedule): HTMLElement {
+    if (!schedule.fires.length) {
+      return el('div', 'nb2prod-Muted', 'No fires yet.');
+    }
+    const table = el('table', 'nb2prod-Stages nb2prod-Fires');
+    const headRow = el('tr');
+    for (const title of ['fire time', 'status', 'tries']) {
+      headRow.appendChild(el('th', '', title));
+    }
+    table.appendChild(headRow);
+    for (const fire of schedule.fires.slice(0, HISTORY)) {
+      table.appendChild(this._fireRow(schedule, fire));
+    }
+    return table;
+  }
+
+  private _fireRow(schedule: ISchedule, fire: IFire): HTMLElement {
+    const row = el('tr', 'nb2prod-Fire');
+    row.dataset.status = fire.status;
+    row.dataset.runId = fire.run_id ?? '';
+    const note = fire.reason ?? fire.error ?? '';
+    row.append(
+      el('td', '', formatFireTime(fire.scheduled_time, schedule.timezone, true)),
+      el('td', '', undefined, el('span', `nb2prod-Status nb2prod-mod-${fire.status}`, fire.status)),
+      el('td', 'nb2prod-Stage-attempts', fire.attempts ? String(fire.attempts) : '')
+    );
+    row.title = note;
+    const runId = fire.run_id;
+    if (runId) {
+      row.classList.add('nb2prod-mod-clickable');
+      row.title = `${note ? `${note}\n` : ''}Show run ${runId}`;
+      row.addEventListener('click', () => this.options.selectRun(runId));
+    }
+    return row;
   }
 
   private _count: HTMLElement;
   private _list: HTMLElement;
+  private _expanded = new Set<string>();
   private _lastKey = '';
 }

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from rich.console import Console
 from rich.table import Table
 
 from nb2prod.core.spec import Issue, PipelineSpec
 
-stderr = Console(stderr=True, highlight=False)
-stdout = Console(highlight=False)
+
+
+def _console(to_stderr: bool) -> Console:
+    """A console whose tables are not cut to 80 columns when piped (rich's width without a terminal)."""
+    stream = sys.stderr if to_stderr else sys.stdout
+    width = None if stream.isatty() or "COLUMNS" in os.environ else 200
+    return Console(stderr=to_stderr, highlight=False, width=width)
+
+
+stderr = _console(True)
+stdout = _console(False)
 
 
 def print_issues(errors: list[Issue], warnings: list[Issue]) -> None:

@@ -86,6 +86,13 @@ class Nb2ProdHandler(APIHandler):
                              f"known: {', '.join(sorted(allowed))}")
         return data
 
+    def int_argument(self, name: str, default: int, high: int) -> int:
+        """An integer query argument from 1 to ``high``; a UsageError (400) otherwise."""
+        text = self.get_query_argument(name, str(default))
+        if not text.isdigit() or not 1 <= int(text) <= high:
+            raise UsageError(f"{name!r} must be an integer from 1 to {high}, got {text!r}")
+        return int(text)
+
     async def blocking(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn`` (file reads, the SQLite run store, spawning the runner) off the event loop."""
         return await IOLoop.current().run_in_executor(None, functools.partial(fn, *args, **kwargs))
@@ -148,10 +155,7 @@ class RunsHandler(Nb2ProdHandler):
         notebook = self.get_query_argument("notebook", None)
         if notebook is not None:
             notebook = str(confine(self.root, notebook, field="notebook", must_exist=False))
-        text = self.get_query_argument("limit", "50")
-        if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
-            raise UsageError(f"'limit' must be an integer from 1 to {MAX_LIMIT}, got {text!r}")
-        runs = await self.blocking(api.list_runs, notebook, int(text))
+        runs = await self.blocking(api.list_runs, notebook, self.int_argument("limit", 50, MAX_LIMIT))
         self.reply([self.present(r) for r in runs])
 
     @web.authenticated
@@ -222,22 +226,19 @@ class SchedulePreviewHandler(Nb2ProdHandler):
     async def get(self) -> None:
         from nb2prod.scheduling import schedules
 
-        try:
-            count = min(max(int(self.get_query_argument("count", "5")), 1), 50)
-        except ValueError:
-            raise UsageError("'count' must be an integer") from None
-        cron = self.get_query_argument("cron", "").strip()
-        self.reply(await self.blocking(schedules.preview, cron, self.get_query_argument("tz", "UTC"), count))
+        cron, tz = self.get_query_argument("cron", "").strip(), self.get_query_argument("tz", "UTC")
+        self.reply(await self.blocking(schedules.preview, cron, tz, self.int_argument("count", 5, 50)))
 
 
 class ScheduleHandler(Nb2ProdHandler):
-    """``GET|DELETE /nb2prod/schedules/{name}``; ``POST .../{name}/(pause|resume|run-now)``."""
+    """``GET /nb2prod/schedules/{name}[?history=N]`` (the schedule and its N newest fires, default 50);
+    ``DELETE`` it; ``POST .../{name}/(pause|resume|run-now)``."""
 
     @web.authenticated
     async def get(self, name: str) -> None:
         from nb2prod.scheduling import schedules
 
-        self.reply(await self.blocking(schedules.show, name))
+        self.reply(await self.blocking(schedules.show, name, self.int_argument("history", 50, MAX_LIMIT)))
 
     @web.authenticated
     async def delete(self, name: str) -> None:

@@ -241,6 +241,11 @@ def test_schedule_dialog_previews_adds_and_the_panel_manages_the_schedule(lab, p
                            timeout=180_000)
     fire = schedules.show("nightly-quick")["fires"][0]
     page.wait_for_selector(f".nb2prod-Run[data-run-id='{fire['run_id']}'][data-status='done']")
+    row.locator(".nb2prod-Schedule-head").click()  # the fire history; a fire's row shows its run
+    history = row.locator(f".nb2prod-Fire[data-run-id='{fire['run_id']}'][data-status='done']")
+    history.wait_for()
+    history.click()
+    page.wait_for_selector(f".nb2prod-Run[data-run-id='{fire['run_id']}'] .nb2prod-Run-head[aria-expanded='true']")
     shots(page, "pipelines-schedules.png")
     record = api.get_run(fire["run_id"])
     assert record["origin"] == "scheduler" and record["parameters"]["n"] == 7

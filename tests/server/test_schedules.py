@@ -26,6 +26,10 @@ async def test_schedule_lifecycle_over_rest(jp_fetch, root):
     assert code == 200 and row["paused"] is True
     code, fire = await fetch_json(jp_fetch, "nb2prod", "schedules", "nightly", "run-now", **post())
     assert code == 200 and fire["status"] == "running" and fire["run_id"]
+    code, shown = await fetch_json(jp_fetch, "nb2prod", "schedules", "nightly", params={"history": "5"})
+    assert code == 200 and [f["run_id"] for f in shown["fires"]] == [fire["run_id"]]
+    code, error = await fetch_json(jp_fetch, "nb2prod", "schedules", "nightly", params={"history": "0"})
+    assert code == 400 and "'history' must be an integer from 1 to 500" in error["error"]
     code, _ = await fetch_json(jp_fetch, "nb2prod", "schedules", "nightly", method="DELETE")
     assert code == 200
     code, rows = await fetch_json(jp_fetch, "nb2prod", "schedules")
