@@ -34,12 +34,14 @@ def ray_cluster(nb2prod_home):
     from nb2prod.runner import cluster
 
     address = cluster.start(num_cpus=2)
-    cluster.connect()
-    yield address
-    import ray
+    try:  # stop the cluster even when connecting fails: never leak one
+        cluster.connect()
+        yield address
+    finally:
+        import ray
 
-    ray.shutdown()
-    cluster.stop()
+        ray.shutdown()
+        cluster.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import { PathExt } from '@jupyterlab/coreutils';
 import { el } from './dom';
 import { postAPI, requestAPI } from './handler';
 import { formatFireTime } from './schedule';
-import { IFire, ISchedule } from './types';
+import { IFire, ISchedule, ISchedulers } from './types';
 
 const HISTORY = 10;
 
@@ -26,13 +26,26 @@ export class ScheduleList {
 
   constructor(private readonly options: IScheduleListOptions) {
     this._count = el('span', 'nb2prod-Muted');
+    this._warning = el('div', 'nb2prod-Schedules-warning');
     this._list = el('div', 'nb2prod-Schedules-list');
-    this.node = el('section', 'nb2prod-Schedules', undefined, el('h3', '', 'Schedules ', this._count), this._list);
+    this.node = el(
+      'section',
+      'nb2prod-Schedules',
+      undefined,
+      el('h3', '', 'Schedules ', this._count),
+      this._warning,
+      this._list
+    );
   }
 
   /** Fetch the schedules and redraw when they changed. */
   async refresh(): Promise<void> {
-    const listed = await requestAPI<ISchedule[]>('schedules');
+    const [listed, live] = await Promise.all([
+      requestAPI<ISchedule[]>('schedules'),
+      requestAPI<ISchedulers>('schedulers')
+    ]);
+    // Schedules that nothing fires are the surprise to avoid: say so while there are schedules.
+    this._warning.textContent = listed.length && live.warning ? live.warning : '';
     const schedules = await Promise.all(
       listed.map(s =>
         this._expanded.has(s.name)
@@ -175,6 +188,7 @@ export class ScheduleList {
   }
 
   private _count: HTMLElement;
+  private _warning: HTMLElement;
   private _list: HTMLElement;
   private _expanded = new Set<string>();
   private _lastKey = '';

@@ -174,3 +174,9 @@ export interface IScheduleRequest {
   notify_url: string | null;
   notify_on_success: boolean;
 }
+
+/** What `GET /nb2prod/schedulers` returns: the live schedulers and a warning when none runs. */
+export interface ISchedulers {
+  schedulers: { id: string; started_at: string; seen_at: string }[];
+  warning: string | null;
+}

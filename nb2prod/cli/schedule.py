@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from nb2prod.cli import cli
-from nb2prod.cli.render import stdout
+from nb2prod.cli.render import stderr, stdout
 
 
 @cli.group()
@@ -72,6 +72,15 @@ def add(name, notebook, cron, tz, params, mode, catchup, catchup_max, max_concur
         click.echo(json.dumps(row))
         return
     click.echo(f"added {name}: {row['description']} ({tz}); next fire times: {', '.join(row['next_fire_times_local'])}")
+    _warn_without_scheduler()
+
+
+def _warn_without_scheduler() -> None:
+    from nb2prod.scheduling import schedules
+
+    warning = schedules.schedulers()["warning"]
+    if warning:
+        stderr.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
 
 
 @schedule.command()
@@ -104,6 +113,8 @@ def list_(as_json: bool) -> None:
                       r["timezone"],
                       r["mode"], "" if r["paused"] else (r["next_fire_times_local"] or [""])[0], r["last_status"] or "")
     stdout.print(table)
+    if rows:
+        _warn_without_scheduler()
 
 
 @schedule.command()

@@ -50,9 +50,14 @@ class Coordinator:
         self._runs: dict[str, RunState] = {}
         self._trackers: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._active = 0  # runs being orchestrated now
 
     def ready(self) -> bool:
         return True
+
+    def active_runs(self) -> int:
+        """How many runs this coordinator is orchestrating (a stale one is retired only at 0)."""
+        return self._active
 
     def tracker(self, uri: str):
         with self._lock:
@@ -70,9 +75,13 @@ class Coordinator:
         """Orchestrate one run to its end; returns the result (also streamed through ``poll``)."""
         state = self._runs.setdefault(request.run_id, RunState())
         handle = ray.get_runtime_context().current_actor
+        with self._lock:
+            self._active += 1
         try:
             return Orchestration(request, state, self.tracker(request.tracking_uri), handle).run()
         finally:
+            with self._lock:
+                self._active -= 1
             threading.Timer(300, self._runs.pop, args=(request.run_id, None)).start()
 
     def poll(self, run_id: str, cursor: int) -> tuple[list[dict[str, Any]], int]:
@@ -118,13 +127,18 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:12]
 
 
+def coordinator_name() -> str:
+    """The coordinator's actor name for this nb2prod code."""
+    return f"coordinator-{code_fingerprint()}"
+
+
 def get_coordinator(owned_by_keeper: bool = False):
     """The cluster's coordinator for this nb2prod code, created (detached) if needed.
 
     On the embedded cluster the keeper process creates it (so its workers stay warm); clients wait
     for it a little and create it themselves only if the keeper is not there.
     """
-    name = f"coordinator-{code_fingerprint()}"
+    name = coordinator_name()
     deadline = time.time() + (KEEPER_WAIT_S if owned_by_keeper else 0)
     while time.time() < deadline:
         try:
@@ -135,14 +149,27 @@ def get_coordinator(owned_by_keeper: bool = False):
         name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0,
         resources={HEAD_NODE: 0.001},  # on the head node: losing a worker node never loses the coordinator
         max_concurrency=64, max_restarts=-1).remote()
-    _retire_stale(name)
+    retire_stale(name)
     return actor
 
 
-def _retire_stale(current: str) -> None:
+def retire_stale(current: str) -> int:
+    """Stop coordinators of other nb2prod code (an upgrade) once they have no run in flight, so an upgrade
+    never kills a running pipeline; returns how many stale ones are still draining."""
+    draining = 0
     for entry in ray.util.list_named_actors(all_namespaces=True):
-        if entry["namespace"] == NAMESPACE and entry["name"].startswith("coordinator-") and entry["name"] != current:
-            try:
-                ray.kill(ray.get_actor(entry["name"], namespace=NAMESPACE))
-            except ValueError:
-                pass
+        if entry["namespace"] != NAMESPACE or not entry["name"].startswith("coordinator-") or entry["name"] == current:
+            continue
+        try:
+            actor = ray.get_actor(entry["name"], namespace=NAMESPACE)
+        except ValueError:
+            continue
+        try:
+            busy = ray.get(actor.active_runs.remote(), timeout=10)
+        except (ray.exceptions.RayError, AttributeError):
+            busy = 0  # unresponsive, or older than active_runs: nothing to wait for
+        if busy:
+            draining += 1
+        else:
+            ray.kill(actor)
+    return draining

@@ -21,11 +21,14 @@ def main() -> None:
     connect()
     import ray
 
-    from nb2prod.runner.coordinator import code_fingerprint, get_coordinator
+    from nb2prod.runner.coordinator import code_fingerprint, coordinator_name, get_coordinator, retire_stale
 
     running = code_fingerprint()
     ray.get(get_coordinator().ready.remote())
+    draining = True
     while code_fingerprint() == running:  # nb2prod upgraded: restart with the new code
+        if draining:  # coordinators of the previous code finish their runs first
+            draining = retire_stale(coordinator_name()) > 0
         time.sleep(CHECK_S)
     os.execv(sys.executable, [sys.executable, "-m", "nb2prod.runner.keeper", *sys.argv[1:]])
 

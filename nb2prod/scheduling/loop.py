@@ -14,12 +14,20 @@ log = logging.getLogger("nb2prod.scheduler")
 
 
 def _heartbeat(scheduler: Scheduler, stop: threading.Event) -> threading.Thread:
+    """Renew at once (so the scheduler is seen alive from its start), then every third of a lease; on stop,
+    retire it."""
     def beat() -> None:
-        while not stop.wait(LEASE_S / 3):
+        while True:
             try:
                 scheduler.renew()
             except Exception:  # noqa: BLE001 - a busy database: the next beat retries
                 log.warning("scheduler %s: lease renewal failed", scheduler.id, exc_info=True)
+            if stop.wait(LEASE_S / 3):
+                break
+        try:
+            scheduler.retire()
+        except Exception:  # noqa: BLE001 - not fatal: its heartbeat simply ages out
+            log.warning("scheduler %s: could not record its stop", scheduler.id, exc_info=True)
 
     thread = threading.Thread(target=beat, name="nb2prod-scheduler-heartbeat", daemon=True)
     thread.start()
@@ -41,7 +49,7 @@ def run_forever(stop: threading.Event, interval: float = 1.0, scheduler: Schedul
         except Exception:  # noqa: BLE001 - keep firing other schedules
             log.exception("scheduler tick failed")
         stop.wait(max(0.0, interval - (time.monotonic() - began)))
-    beat.join(1)
+    beat.join(5)
     scheduler.notifier.wait(5)
     log.info("scheduler %s stopped", scheduler.id)
 
@@ -52,7 +60,7 @@ def run_once(poll: float = 0.5, grace_s: float | None = None, stop: threading.Ev
     scheduler = Scheduler(grace_s=grace_s)
     stop = stop or threading.Event()
     done = threading.Event()
-    _heartbeat(scheduler, done)
+    beat = _heartbeat(scheduler, done)
     try:
         scheduler.tick()
         while scheduler.holds_open_fires() and not stop.is_set():
@@ -60,6 +68,7 @@ def run_once(poll: float = 0.5, grace_s: float | None = None, stop: threading.Ev
             scheduler.tick()
     finally:
         done.set()
+        beat.join(5)
     scheduler.notifier.wait()
 
 

@@ -1,4 +1,4 @@
-"""Tables of schedules, their fire records (the audit log) and each fire's attempts.
+"""Tables of schedules, their fire records (the audit log), each fire's attempts, and the live schedulers.
 
 Covered by the store's schema version (``nb2prod.store.db.SCHEMA_VERSION``): a database written by a
 newer nb2prod is refused.
@@ -70,3 +70,12 @@ class FireAttemptRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class SchedulerRow(Base):
+    """A scheduler process or thread that is (or was) ticking this store; ``seen_at`` is its heartbeat."""
+
+    __tablename__ = "schedulers"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    seen_at: Mapped[datetime] = mapped_column(DateTime, index=True)

@@ -1,4 +1,5 @@
-"""The schedules API behind the CLI and the server: add, list, show, pause, resume, remove, run now."""
+"""The schedules API behind the CLI and the server: add, list, show, pause, resume, remove, run now, and
+which schedulers are alive."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from nb2prod.runner.options import RunOptions
 from nb2prod.scheduling import timing
 from nb2prod.scheduling.launch import typed_values
 from nb2prod.scheduling.models import FireAttemptRow, FireRow, ScheduleRow
-from nb2prod.scheduling.service import utcnow
+from nb2prod.scheduling.service import alive_schedulers, utcnow
 from nb2prod.store.db import session
 
+NO_SCHEDULER = ("no scheduler is running on this store, so schedules do not fire: start `nb2prod scheduler` "
+                "(or a Jupyter server with --Nb2ProdServer.run_scheduler=True)")
 CATCHUP = ("skip", "latest", "all")
 MODES = ("pipeline", "notebook")
 
@@ -160,3 +163,9 @@ def run_now(name: str) -> dict[str, Any]:
     with session() as s, s.begin():  # hand the fire to the running schedulers: the next tick adopts it
         s.execute(update(FireRow).where(FireRow.claimed_by == scheduler.id).values(lease_until=now))
     return show(name, history=1)["fires"][0]
+
+
+def schedulers() -> dict[str, Any]:
+    """The live schedulers of this store, and a warning (else None) when there is none."""
+    alive = alive_schedulers()
+    return {"schedulers": alive, "warning": None if alive else NO_SCHEDULER}

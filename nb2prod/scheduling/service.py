@@ -20,11 +20,11 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from nb2prod.scheduling import notify, timing
-from nb2prod.scheduling.models import FireAttemptRow, FireRow, ScheduleRow
+from nb2prod.scheduling.models import FireAttemptRow, FireRow, ScheduleRow, SchedulerRow
 from nb2prod.store.db import engine, session
 
 log = logging.getLogger("nb2prod.scheduler")
@@ -36,6 +36,15 @@ OPEN = ("queued", *ACTIVE)  # the fire is not decided yet; its claimer holds a l
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def alive_schedulers(now: datetime | None = None) -> list[dict[str, Any]]:
+    """The schedulers whose heartbeat is younger than a lease: those that will fire the store's schedules."""
+    since = (now or utcnow()) - timedelta(seconds=LEASE_S)
+    with session() as s:
+        rows = s.scalars(select(SchedulerRow).where(SchedulerRow.seen_at >= since).order_by(SchedulerRow.started_at))
+        return [{"id": r.id, "started_at": r.started_at.isoformat() + "Z", "seen_at": r.seen_at.isoformat() + "Z"}
+                for r in rows]
 
 
 class Scheduler:
@@ -61,10 +70,19 @@ class Scheduler:
         return started + self._watch(now)
 
     def renew(self) -> None:
-        """Extend the lease of every open fire this scheduler holds (the heartbeat)."""
+        """The heartbeat: extend the lease of every open fire this scheduler holds, and say it is alive."""
+        now = self.clock()
         with session() as s, s.begin():
             s.execute(update(FireRow).where(FireRow.claimed_by == self.id, FireRow.status.in_(OPEN))
-                      .values(lease_until=self.clock() + timedelta(seconds=LEASE_S)))
+                      .values(lease_until=now + timedelta(seconds=LEASE_S)))
+            if not s.execute(update(SchedulerRow).where(SchedulerRow.id == self.id).values(seen_at=now)).rowcount:
+                s.add(SchedulerRow(id=self.id, started_at=now, seen_at=now))
+                s.execute(delete(SchedulerRow).where(SchedulerRow.seen_at < now - timedelta(days=1)))
+
+    def retire(self) -> None:
+        """Say this scheduler stopped (a killed one just stops beating and is no longer counted as alive)."""
+        with session() as s, s.begin():
+            s.execute(delete(SchedulerRow).where(SchedulerRow.id == self.id))
 
     def holds_open_fires(self) -> bool:
         with session() as s:

@@ -230,6 +230,16 @@ class SchedulePreviewHandler(Nb2ProdHandler):
         self.reply(await self.blocking(schedules.preview, cron, tz, self.int_argument("count", 5, 50)))
 
 
+class SchedulersHandler(Nb2ProdHandler):
+    """``GET /nb2prod/schedulers``: the live schedulers of the store and a warning when none runs."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        from nb2prod.scheduling import schedules
+
+        self.reply(await self.blocking(schedules.schedulers))
+
+
 class ScheduleHandler(Nb2ProdHandler):
     """``GET /nb2prod/schedules/{name}[?history=N]`` (the schedule and its N newest fires, default 50);
     ``DELETE`` it; ``POST .../{name}/(pause|resume|run-now)``."""
@@ -269,6 +279,7 @@ def setup_handlers(serverapp: Any) -> None:
         (f"runs/{RUN_ID}/cancel", CancelHandler),
         ("schedules", SchedulesHandler),
         ("schedule-preview", SchedulePreviewHandler),
+        ("schedulers", SchedulersHandler),
         (f"schedules/{SCHEDULE}", ScheduleHandler),
         (f"schedules/{SCHEDULE}/(?P<action>pause|resume|run-now)", ScheduleHandler),
     ]

@@ -11,8 +11,9 @@ from sqlalchemy import select
 from nb2prod.errors import UsageError
 from nb2prod.scheduling import schedules
 from nb2prod.scheduling.models import FireAttemptRow
-from nb2prod.scheduling.service import LEASE_S, Scheduler
+from nb2prod.scheduling.service import LEASE_S, Scheduler, alive_schedulers
 from nb2prod.store.db import session
+from tests.conftest import run_cli
 from tests.scheduling.conftest import Clock, ScriptedLauncher, fires
 
 pytestmark = pytest.mark.usefixtures("private_home")
@@ -213,3 +214,25 @@ def test_paused_schedules_do_not_fire_and_resume_skips_the_pause(plain_nb):
     schedules.set_paused("s", True)
     assert scheduler(Clock(T0 + timedelta(minutes=3, seconds=1))).tick() == 0
     assert fires("s") == []
+
+
+def test_live_schedulers_are_known_by_their_heartbeat():
+    assert schedules.schedulers() == {"schedulers": [], "warning": schedules.NO_SCHEDULER}
+    clock = Clock(T0)
+    a, b = Scheduler(clock=clock), Scheduler(clock=clock)
+    a.renew()
+    b.renew()
+    assert {s["id"] for s in alive_schedulers(T0)} == {a.id, b.id}
+    b.retire()  # a clean stop
+    clock.advance(seconds=LEASE_S / 2)
+    a.renew()
+    assert [s["id"] for s in alive_schedulers(clock.now)] == [a.id]
+    assert alive_schedulers(clock.now + timedelta(seconds=LEASE_S + 1)) == []  # killed: its heartbeat ages out
+
+
+def test_the_cli_warns_when_no_scheduler_would_fire_the_schedule(plain_nb):
+    added = run_cli("schedule", "add", "lonely", str(plain_nb), "--cron", "@daily")
+    assert added.returncode == 0 and "no scheduler is running" in added.stderr, added.stderr
+    Scheduler().renew()  # a scheduler beating now
+    listed = run_cli("schedule", "list")
+    assert "lonely" in listed.stdout and "no scheduler" not in listed.stderr

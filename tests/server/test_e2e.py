@@ -224,6 +224,7 @@ def test_schedule_dialog_previews_adds_and_the_panel_manages_the_schedule(lab, p
 
     row = page.locator(".nb2prod-Schedule-row[data-name='nightly-quick']")
     row.wait_for()
+    assert page.locator(".nb2prod-Schedules-warning").text_content() == ""  # the server runs a scheduler
     stored = schedules.show("nightly-quick")
     assert (stored["cron"], stored["timezone"], stored["catchup"], stored["retries"]) == \
         ("30 2 * * 1-5", "Europe/Paris", "latest", 1)

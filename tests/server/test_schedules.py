@@ -67,3 +67,8 @@ async def test_schedule_preview_describes_the_expression_and_lists_fire_times(jp
     assert code == 400 and "invalid cron expression" in error["error"]
     code, rows = await fetch_json(jp_fetch, "nb2prod", "schedules")
     assert rows == []
+
+
+async def test_schedulers_endpoint_warns_exactly_when_none_is_alive(jp_fetch, root):
+    code, body = await fetch_json(jp_fetch, "nb2prod", "schedulers")
+    assert code == 200 and (body["warning"] is None) == bool(body["schedulers"])
