@@ -6,6 +6,8 @@ Exit codes: 0 ok, 1 validation failed or a run failed, 2 usage error, 130 interr
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 import click
@@ -38,7 +40,24 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     from nb2prod.cli import cache, check, cluster, run, runs, schedule  # noqa: F401  (register commands)
 
-    cli.main(args=argv, prog_name="nb2prod", standalone_mode=True)
+    try:
+        cli.main(args=argv, prog_name="nb2prod", standalone_mode=True)
+    except SystemExit as exc:
+        _exit_now_if_connected(exc.code)
+        raise
+
+
+def _exit_now_if_connected(code: int | str | None) -> None:
+    """In a process that connected to Ray, exit without the driver's ``ray.shutdown()`` and the interpreter's
+    teardown (together ~0.55 s of every ``nb2prod run``, a third of a warm run). Everything the command wrote
+    (run store commits, files, terminal output) is done by now; the cluster sees the driver go either way."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover
