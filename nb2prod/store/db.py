@@ -65,6 +65,11 @@ def engine() -> Engine:
     return _engine(database_url())
 
 
+@lru_cache(maxsize=8)
+def _sessions(url: str) -> sessionmaker[Session]:
+    return sessionmaker(_engine(url), expire_on_commit=False)  # one factory per engine: building one costs ~1 ms
+
+
 def session() -> Session:
     """A new ORM session; use as ``with session() as s, s.begin(): ...``."""
-    return sessionmaker(engine(), expire_on_commit=False)()
+    return _sessions(database_url())()
