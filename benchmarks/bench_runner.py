@@ -129,6 +129,7 @@ def main() -> None:
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     shutil.rmtree(work, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "nb2prod", "cluster", "down"], env=env, capture_output=True)
 
 
 def _lookup_ms(home: Path, notebook: Path) -> float:

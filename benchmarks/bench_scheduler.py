@@ -104,6 +104,7 @@ def main() -> None:
         time.sleep(0.2)
     proc.terminate()
     proc.wait()
+    subprocess.run([sys.executable, "-m", "nb2prod", "cluster", "down"], env=os.environ.copy(), capture_output=True)
     rows = [
         (f"one tick, {args.schedules} schedules (median of 20)", f"{tick:.1f} ms", "≤ 50 ms", tick <= 50),
         (f"one tick that finds {args.schedules} schedules due (decide + claim {claimed} fires; launch hook "
