@@ -149,10 +149,15 @@ export class ScheduleBody extends Widget implements Dialog.IBodyWidget<ISchedule
     const numbersOk =
       Number.isInteger(retries) && retries >= 0 && Number.isInteger(maxConcurrent) && maxConcurrent >= 1 &&
       (timeout === null || (Number.isFinite(timeout) && timeout > 0));
-    const runnable = request.mode === 'notebook' || this.options.spec.errors.length === 0;
-    return SCHEDULE_NAME.test(request.name) && numbersOk && runnable && this._previewData !== null
+    // While the preview loads the server has the last word; a preview that failed is a known error.
+    return SCHEDULE_NAME.test(request.name) && numbersOk && this.runnable && this._previewError === null
       ? request
       : null;
+  }
+
+  /** Pipeline mode needs a valid pipeline; notebook mode runs any notebook. */
+  get runnable(): boolean {
+    return this._mode.value === 'notebook' || this.options.spec.errors.length === 0;
   }
 
   /** The form as it stands, valid or not (to refill a reopened dialog). */
@@ -229,6 +234,7 @@ export class ScheduleBody extends Widget implements Dialog.IBodyWidget<ISchedule
   private _schedulePreview(delay = PREVIEW_DELAY_MS): void {
     window.clearTimeout(this._timer);
     this._previewData = null;
+    this._previewError = null;
     this._updateAccept();
     this._timer = window.setTimeout(() => void this._loadPreview(), delay);
   }
@@ -249,6 +255,7 @@ export class ScheduleBody extends Widget implements Dialog.IBodyWidget<ISchedule
       return; // a newer keystroke asked again
     }
     this._previewData = preview;
+    this._previewError = preview === null ? error : null;
     this._preview.classList.toggle('nb2prod-mod-error', preview === null);
     if (preview === null) {
       this._preview.replaceChildren(el('span', '', error));
@@ -272,7 +279,7 @@ export class ScheduleBody extends Widget implements Dialog.IBodyWidget<ISchedule
       .closest('.jp-Dialog-content')
       ?.querySelector<HTMLButtonElement>('.jp-Dialog-footer .jp-mod-accept');
     if (button) {
-      button.disabled = this.getValue() === null;
+      button.disabled = this.getValue() === null || this._previewData === null;
     }
   }
 
@@ -290,6 +297,7 @@ export class ScheduleBody extends Widget implements Dialog.IBodyWidget<ISchedule
   private _notifyUrl: HTMLInputElement;
   private _experiment: HTMLInputElement;
   private _previewData: ISchedulePreview | null = null;
+  private _previewError: string | null = null;
   private _timer = 0;
   private _asked = 0;
 }
@@ -335,7 +343,9 @@ export async function scheduleNotebook(options: IScheduleOptions): Promise<void>
     }
     initial = body.draft();
     if (!result.value) {
-      serverError = 'Fix the schedule first: its name, cron expression, timezone or numbers are not valid.';
+      serverError = body.runnable
+        ? 'Fix the schedule first: its name, cron expression, timezone or numbers are not valid.'
+        : serverError;
       continue;
     }
     try {

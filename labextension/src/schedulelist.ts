@@ -40,19 +40,31 @@ export class ScheduleList {
 
   /** Fetch the schedules and redraw when they changed. */
   async refresh(): Promise<void> {
-    const [listed, live] = await Promise.all([
-      requestAPI<ISchedule[]>('schedules'),
-      requestAPI<ISchedulers>('schedulers')
-    ]);
+    const asked = ++this._asked;
+    let schedules: ISchedule[] = [];
+    let warning: string | null = null;
+    let error = '';
+    try {
+      const [listed, live] = await Promise.all([
+        requestAPI<ISchedule[]>('schedules'),
+        requestAPI<ISchedulers>('schedulers')
+      ]);
+      warning = live.warning;
+      schedules = await Promise.all(
+        listed.map(s =>
+          this._expanded.has(s.name)
+            ? requestAPI<ISchedule>(`schedules/${encodeURIComponent(s.name)}?history=${HISTORY}`).catch(() => s)
+            : s
+        )
+      );
+    } catch (reason) {
+      error = `Cannot list schedules: ${(reason as Error).message}`;
+    }
+    if (asked !== this._asked) {
+      return; // a newer refresh (after an action or a click) is drawing
+    }
     // Schedules that nothing fires are the surprise to avoid: say so while there are schedules.
-    this._warning.textContent = listed.length && live.warning ? live.warning : '';
-    const schedules = await Promise.all(
-      listed.map(s =>
-        this._expanded.has(s.name)
-          ? requestAPI<ISchedule>(`schedules/${encodeURIComponent(s.name)}?history=${HISTORY}`).catch(() => s)
-          : s
-      )
-    );
+    this._warning.textContent = error || (schedules.length && warning ? warning : '');
     const key = JSON.stringify([
       [...this._expanded],
       schedules.map(s => [s.name, s.paused, s.next_fire_times[0], s.fires])
@@ -192,4 +204,5 @@ export class ScheduleList {
   private _list: HTMLElement;
   private _expanded = new Set<string>();
   private _lastKey = '';
+  private _asked = 0;
 }

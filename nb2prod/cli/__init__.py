@@ -55,8 +55,11 @@ def _exit_now_if_connected(code: int | str | None) -> None:
     if ray is None or not ray.is_initialized():
         return
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing left to say to it
+            pass
     os._exit(code if isinstance(code, int) else 0 if code is None else 1)
 
 

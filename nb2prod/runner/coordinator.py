@@ -20,6 +20,7 @@ from nb2prod.runner.orchestrator import Orchestration
 from nb2prod.runner.request import RunRequest
 
 CLIENT_TIMEOUT_S = 30.0
+ENDED_GRACE_S = 10.0  # a run that just ended still has a client reading its last events
 KEEPER_WAIT_S = 20.0
 HEAD_NODE = "node:__internal_head__"
 
@@ -51,13 +52,16 @@ class Coordinator:
         self._trackers: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._active = 0  # runs being orchestrated now
+        self._last_end = 0.0
 
     def ready(self) -> bool:
         return True
 
-    def active_runs(self) -> int:
-        """How many runs this coordinator is orchestrating (a stale one is retired only at 0)."""
-        return self._active
+    @ray.method(concurrency_group="control")  # answers even when every default thread runs a run
+    def busy(self) -> bool:
+        """Whether a run is in flight or ended so recently that its client may still be polling it (a stale
+        coordinator is retired only when this is False)."""
+        return self._active > 0 or time.time() - self._last_end < ENDED_GRACE_S
 
     def tracker(self, uri: str):
         with self._lock:
@@ -82,6 +86,7 @@ class Coordinator:
         finally:
             with self._lock:
                 self._active -= 1
+                self._last_end = time.time()
             threading.Timer(300, self._runs.pop, args=(request.run_id, None)).start()
 
     def poll(self, run_id: str, cursor: int) -> tuple[list[dict[str, Any]], int]:
@@ -145,7 +150,7 @@ def get_coordinator(owned_by_keeper: bool = False):
             return ray.get_actor(name, namespace=NAMESPACE)
         except ValueError:
             time.sleep(0.1)
-    actor = ray.remote(concurrency_groups={"output": 1})(Coordinator).options(
+    actor = ray.remote(concurrency_groups={"output": 1, "control": 1})(Coordinator).options(
         name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0,
         resources={HEAD_NODE: 0.001},  # on the head node: losing a worker node never loses the coordinator
         max_concurrency=64, max_restarts=-1).remote()
@@ -154,8 +159,8 @@ def get_coordinator(owned_by_keeper: bool = False):
 
 
 def retire_stale(current: str) -> int:
-    """Stop coordinators of other nb2prod code (an upgrade) once they have no run in flight, so an upgrade
-    never kills a running pipeline; returns how many stale ones are still draining."""
+    """Stop coordinators of other nb2prod code (an upgrade) once they are not busy, so an upgrade never kills a
+    running pipeline; returns how many stale ones are still draining."""
     draining = 0
     for entry in ray.util.list_named_actors(all_namespaces=True):
         if entry["namespace"] != NAMESPACE or not entry["name"].startswith("coordinator-") or entry["name"] == current:
@@ -165,9 +170,11 @@ def retire_stale(current: str) -> int:
         except ValueError:
             continue
         try:
-            busy = ray.get(actor.active_runs.remote(), timeout=10)
-        except (ray.exceptions.RayError, AttributeError):
-            busy = 0  # unresponsive, or older than active_runs: nothing to wait for
+            busy = ray.get(actor.busy.remote(), timeout=10)
+        except ray.exceptions.GetTimeoutError:
+            busy = True  # slow to answer is not idle: ask again later
+        except (ray.exceptions.RayActorError, AttributeError):
+            busy = False  # dead, or from before nb2prod 0.1 drained (no busy()): nothing to wait for
         if busy:
             draining += 1
         else:

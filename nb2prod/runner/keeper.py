@@ -28,7 +28,10 @@ def main() -> None:
     draining = True
     while code_fingerprint() == running:  # nb2prod upgraded: restart with the new code
         if draining:  # coordinators of the previous code finish their runs first
-            draining = retire_stale(coordinator_name()) > 0
+            try:
+                draining = retire_stale(coordinator_name()) > 0
+            except Exception:  # noqa: BLE001 - a Ray hiccup: try again at the next check
+                pass
         time.sleep(CHECK_S)
     os.execv(sys.executable, [sys.executable, "-m", "nb2prod.runner.keeper", *sys.argv[1:]])
 

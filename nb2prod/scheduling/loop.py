@@ -13,9 +13,9 @@ from nb2prod.scheduling.service import LEASE_S, Scheduler
 log = logging.getLogger("nb2prod.scheduler")
 
 
-def _heartbeat(scheduler: Scheduler, stop: threading.Event) -> threading.Thread:
+def _heartbeat(scheduler: Scheduler, stop: threading.Event, retire: bool = True) -> threading.Thread:
     """Renew at once (so the scheduler is seen alive from its start), then every third of a lease; on stop,
-    retire it."""
+    retire it (``--once`` keeps its row: when a timer last ran it is worth showing)."""
     def beat() -> None:
         while True:
             try:
@@ -24,6 +24,8 @@ def _heartbeat(scheduler: Scheduler, stop: threading.Event) -> threading.Thread:
                 log.warning("scheduler %s: lease renewal failed", scheduler.id, exc_info=True)
             if stop.wait(LEASE_S / 3):
                 break
+        if not retire:
+            return
         try:
             scheduler.retire()
         except Exception:  # noqa: BLE001 - not fatal: its heartbeat simply ages out
@@ -60,7 +62,7 @@ def run_once(poll: float = 0.5, grace_s: float | None = None, stop: threading.Ev
     scheduler = Scheduler(grace_s=grace_s)
     stop = stop or threading.Event()
     done = threading.Event()
-    beat = _heartbeat(scheduler, done)
+    beat = _heartbeat(scheduler, done, retire=False)
     try:
         scheduler.tick()
         while scheduler.holds_open_fires() and not stop.is_set():

@@ -16,11 +16,12 @@ from nb2prod.runner.options import RunOptions
 from nb2prod.scheduling import timing
 from nb2prod.scheduling.launch import typed_values
 from nb2prod.scheduling.models import FireAttemptRow, FireRow, ScheduleRow
-from nb2prod.scheduling.service import alive_schedulers, utcnow
+from nb2prod.scheduling.service import alive_schedulers, last_scheduler_seen, utcnow
 from nb2prod.store.db import session
 
-NO_SCHEDULER = ("no scheduler is running on this store, so schedules do not fire: start `nb2prod scheduler` "
-                "(or a Jupyter server with --Nb2ProdServer.run_scheduler=True)")
+NO_SCHEDULER = ("no scheduler is running on this store, and schedules fire only while one runs: keep "
+                "`nb2prod scheduler` running, run `nb2prod scheduler --once` from a system timer, or start Jupyter "
+                "with --Nb2ProdServer.run_scheduler=True")
 CATCHUP = ("skip", "latest", "all")
 MODES = ("pipeline", "notebook")
 
@@ -168,4 +169,7 @@ def run_now(name: str) -> dict[str, Any]:
 def schedulers() -> dict[str, Any]:
     """The live schedulers of this store, and a warning (else None) when there is none."""
     alive = alive_schedulers()
-    return {"schedulers": alive, "warning": None if alive else NO_SCHEDULER}
+    if alive:
+        return {"schedulers": alive, "warning": None}
+    last = last_scheduler_seen()
+    return {"schedulers": [], "warning": NO_SCHEDULER + (f" (one last ran at {last:%Y-%m-%d %H:%M} UTC)" if last else "")}

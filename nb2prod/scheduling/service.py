@@ -38,6 +38,12 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def last_scheduler_seen() -> datetime | None:
+    """When any scheduler last beat (a ``--once`` run from a system timer leaves its row behind)."""
+    with session() as s:
+        return s.scalar(select(func.max(SchedulerRow.seen_at)))
+
+
 def alive_schedulers(now: datetime | None = None) -> list[dict[str, Any]]:
     """The schedulers whose heartbeat is younger than a lease: those that will fire the store's schedules."""
     since = (now or utcnow()) - timedelta(seconds=LEASE_S)

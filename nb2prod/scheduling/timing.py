@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cron_descriptor import CasingTypeEnum, ExpressionDescriptor, Options
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from nb2prod.errors import UsageError
 
@@ -33,6 +33,10 @@ def check_cron(expr: str, tz: str) -> None:
     if not croniter.is_valid(expr) or (not expr.startswith("@") and len(expr.split()) != 5):
         raise UsageError(f"invalid cron expression {expr!r}; use 5 fields (m h dom mon dow) or "
                          "@hourly/@daily/@weekly")
+    try:
+        croniter(expr).get_next(datetime)
+    except CroniterBadDateError:
+        raise UsageError(f"cron expression {expr!r} never fires (no such date, e.g. February 30)") from None
 
 
 def describe(expr: str) -> str:

@@ -66,10 +66,10 @@ def engine() -> Engine:
 
 
 @lru_cache(maxsize=8)
-def _sessions(url: str) -> sessionmaker[Session]:
-    return sessionmaker(_engine(url), expire_on_commit=False)  # one factory per engine: building one costs ~1 ms
+def _sessions(bind: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind, expire_on_commit=False)  # one factory per engine: building one costs ~1 ms
 
 
 def session() -> Session:
     """A new ORM session; use as ``with session() as s, s.begin(): ...``."""
-    return _sessions(database_url())()
+    return _sessions(engine())()

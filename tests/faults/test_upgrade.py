@@ -16,13 +16,13 @@ class StaleCoordinator:
     """Stands for a coordinator of the previous nb2prod code with one run in flight."""
 
     def __init__(self) -> None:
-        self.busy = 1
+        self.running = True
 
-    def active_runs(self) -> int:
-        return self.busy
+    def busy(self) -> bool:
+        return self.running
 
     def finish(self) -> None:
-        self.busy = 0
+        self.running = False
 
 
 def _exists(name: str) -> bool:
@@ -45,9 +45,9 @@ def test_a_stale_coordinator_finishes_its_runs_before_it_is_retired():
 
     stale = ray.remote(num_cpus=0)(StaleCoordinator).options(name=STALE, namespace=NAMESPACE,
                                                               lifetime="detached").remote()
-    ray.get(stale.active_runs.remote())
+    ray.get(stale.busy.remote())
     assert retire_stale(coordinator_name()) == 1
-    assert ray.get(stale.active_runs.remote()) == 1  # still serving its run
+    assert ray.get(stale.busy.remote()) is True  # still serving its run
     ray.get(stale.finish.remote())
     assert retire_stale(coordinator_name()) == 0
     deadline = time.time() + 20

@@ -228,6 +228,8 @@ def test_live_schedulers_are_known_by_their_heartbeat():
     a.renew()
     assert [s["id"] for s in alive_schedulers(clock.now)] == [a.id]
     assert alive_schedulers(clock.now + timedelta(seconds=LEASE_S + 1)) == []  # killed: its heartbeat ages out
+    warning = schedules.schedulers()["warning"]  # (real clock: T0 is long past) the last one seen is named
+    assert warning.startswith(schedules.NO_SCHEDULER) and f"last ran at {clock.now:%Y-%m-%d %H:%M} UTC" in warning
 
 
 def test_the_cli_warns_when_no_scheduler_would_fire_the_schedule(plain_nb):

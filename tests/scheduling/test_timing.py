@@ -36,7 +36,8 @@ def test_valid_cron(expr):
     timing.check_cron(expr, "UTC")
 
 
-@pytest.mark.parametrize("expr", ["61 * * * *", "* * * *", "* * * * * *", "every day", "@fortnightly", ""])
+@pytest.mark.parametrize("expr", ["61 * * * *", "* * * *", "* * * * * *", "every day", "@fortnightly", "",
+                                  "0 0 30 2 *"])
 def test_invalid_cron(expr):
     with pytest.raises(UsageError, match="cron"):
         timing.check_cron(expr, "UTC")
