@@ -9,7 +9,7 @@ import { NotebookPanel } from '@jupyterlab/notebook';
 import { Widget } from '@lumino/widgets';
 
 import { renderDag } from './dag';
-import { el } from './dom';
+import { el, formRow } from './dom';
 import { postAPI } from './handler';
 import { selectCell } from './navigate';
 import { formatValue, inputKind, parseValue, sameValue } from './params';
@@ -230,10 +230,8 @@ export class ProductionizeBody
       input.addEventListener('change', () => this._updateAccept());
       this._paramInputs[name] = input;
       this._paramErrors[name] = message;
-      const label = el('label', 'nb2prod-Form-label', undefined, name, ' ', el('span', 'nb2prod-Type', param.type));
-      label.htmlFor = `nb2prod-param-${name}`;
       input.id = `nb2prod-param-${name}`;
-      grid.append(label, el('div', 'nb2prod-Form-field', undefined, input, message));
+      formRow(grid, [name, ' ', el('span', 'nb2prod-Type', param.type)], input, message);
     }
     section.appendChild(grid);
     return section;
@@ -251,9 +249,7 @@ export class ProductionizeBody
       input.value = initial ? initial[key] : value;
       input.placeholder = placeholder;
       this._inputs[key] = input;
-      const labelNode = el('label', 'nb2prod-Form-label', label);
-      labelNode.htmlFor = input.id;
-      grid.append(labelNode, el('div', 'nb2prod-Form-field', undefined, input));
+      formRow(grid, label, input);
     };
     text('ray_address', 'Ray address', settings.rayAddress, 'local cluster (auto)');
     text('experiment', 'Experiment', settings.experiment, 'notebook name');
@@ -264,9 +260,7 @@ export class ProductionizeBody
     noCache.id = 'nb2prod-no_cache';
     noCache.checked = initial?.no_cache ?? false;
     this._inputs.no_cache = noCache;
-    const label = el('label', 'nb2prod-Form-label', 'Ignore cache');
-    label.htmlFor = noCache.id;
-    grid.append(label, el('div', 'nb2prod-Form-field', undefined, noCache));
+    formRow(grid, 'Ignore cache', noCache);
     return el('section', 'nb2prod-Productionize-options', undefined, el('h3', '', 'Run options'), grid);
   }
 

@@ -17,3 +17,21 @@ export function el<K extends keyof HTMLElementTagNameMap>(
   node.append(...children);
   return node;
 }
+
+/**
+ * Append one labelled row to an `nb2prod-Form` grid: the label (text, or nodes such as a name plus its type
+ * badge) pointing at `field`, then the field and anything shown after it (an error message, a datalist).
+ */
+export function formRow(
+  grid: HTMLElement,
+  label: string | (Node | string)[],
+  field: HTMLElement,
+  ...after: HTMLElement[]
+): void {
+  const labelNode =
+    typeof label === 'string'
+      ? el('label', 'nb2prod-Form-label', label)
+      : el('label', 'nb2prod-Form-label', undefined, ...label);
+  labelNode.htmlFor = field.id;
+  grid.append(labelNode, el('div', 'nb2prod-Form-field', undefined, field, ...after));
+}

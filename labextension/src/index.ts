@@ -1,6 +1,7 @@
 /**
  * nb2prod for JupyterLab: the Productionize and Schedule… commands (toolbar, palette, context menu), the
- * Pipelines side panel (schedules and runs), "Mark as stage…" and stage badges. All pipeline logic stays on the server (REST).
+ * Pipelines side panel (schedules and runs), "Mark as stage…" and stage badges. All pipeline logic stays on
+ * the server (REST).
  */
 import {
   ILayoutRestorer,

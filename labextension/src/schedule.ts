@@ -10,7 +10,7 @@ import { NotebookPanel } from '@jupyterlab/notebook';
 import { Widget } from '@lumino/widgets';
 
 import { saveNotebook } from './dialog';
-import { el } from './dom';
+import { el, formRow } from './dom';
 import { postAPI, requestAPI } from './handler';
 import { formatValue, inputKind } from './params';
 import { ISchedule, IScheduleRequest, ISchedulePreview, ISettings, ISpec } from './types';
@@ -66,27 +66,22 @@ export class ScheduleBody extends Widget implements Dialog.IBodyWidget<ISchedule
       this.node.appendChild(el('div', 'nb2prod-Productionize-serverError', options.serverError));
     }
     const grid = el('div', 'nb2prod-Form');
-    const row = (label: string, field: HTMLElement, ...after: HTMLElement[]) => {
-      const labelNode = el('label', 'nb2prod-Form-label', label);
-      labelNode.htmlFor = field.id;
-      grid.append(labelNode, el('div', 'nb2prod-Form-field', undefined, field, ...after));
-    };
     const defaultName = PathExt.basename(path, '.ipynb').replace(/[^A-Za-z0-9_.-]+/g, '-');
     this._name = this._input('name', initial?.name ?? defaultName);
     this._nameError = el('span', 'nb2prod-Form-error');
-    row('Name', this._name, this._nameError);
+    formRow(grid, 'Name', this._name, this._nameError);
     this._cron = this._input('cron', initial?.cron ?? '0 2 * * *', 'm h dom mon dow, or @daily');
-    row('Cron', this._cron);
+    formRow(grid, 'Cron', this._cron);
     this._tz = this._input('tz', initial?.tz ?? browserZone(), 'IANA name, e.g. Europe/Paris');
     const list = el('datalist');
     list.id = 'nb2prod-schedule-zones';
     list.append(...zones().map(zone => Object.assign(el('option'), { value: zone })));
     this._tz.setAttribute('list', list.id);
-    row('Timezone', this._tz, list);
+    formRow(grid, 'Timezone', this._tz, list);
     this._preview = el('div', 'nb2prod-Schedule-preview', 'Checking the expression…');
     grid.append(el('span'), this._preview);
     this._mode = this._select('mode', ['pipeline', 'notebook'], initial?.mode ?? 'pipeline');
-    row('Mode', this._mode);
+    formRow(grid, 'Mode', this._mode);
     this.node.append(el('h3', '', 'When'), grid);
 
     const params = Object.entries(spec.parameters);
@@ -94,9 +89,7 @@ export class ScheduleBody extends Widget implements Dialog.IBodyWidget<ISchedule
     for (const [name, param] of params) {
       const input = this._input(`param-${name}`, initial?.parameters[name] ?? '', formatValue(inputKind(param.type), param.default));
       input.dataset.param = name;
-      const label = el('label', 'nb2prod-Form-label', undefined, name, ' ', el('span', 'nb2prod-Type', param.type));
-      label.htmlFor = input.id;
-      paramGrid.append(label, el('div', 'nb2prod-Form-field', undefined, input));
+      formRow(paramGrid, [name, ' ', el('span', 'nb2prod-Type', param.type)], input);
       this._params[name] = input;
     }
     this.node.append(
@@ -109,24 +102,19 @@ export class ScheduleBody extends Widget implements Dialog.IBodyWidget<ISchedule
     );
 
     const policy = el('div', 'nb2prod-Form');
-    const policyRow = (label: string, field: HTMLElement) => {
-      const labelNode = el('label', 'nb2prod-Form-label', label);
-      labelNode.htmlFor = field.id;
-      policy.append(labelNode, el('div', 'nb2prod-Form-field', undefined, field));
-    };
     this._catchup = this._select('catchup', ['skip', 'latest', 'all'], initial?.catchup ?? 'skip');
-    policyRow('Missed fire times', this._catchup);
+    formRow(policy, 'Missed fire times', this._catchup);
     this._retries = this._number('retries', initial?.retries ?? 0, 0);
-    policyRow('Retries', this._retries);
+    formRow(policy, 'Retries', this._retries);
     this._timeout = this._number('timeout_s', initial?.timeout_s ?? null, 1);
     this._timeout.placeholder = 'no limit';
-    policyRow('Timeout (s)', this._timeout);
+    formRow(policy, 'Timeout (s)', this._timeout);
     this._maxConcurrent = this._number('max_concurrent', initial?.max_concurrent ?? 1, 1);
-    policyRow('Max concurrent runs', this._maxConcurrent);
+    formRow(policy, 'Max concurrent runs', this._maxConcurrent);
     this._notifyUrl = this._input('notify_url', initial?.notify_url ?? '', 'webhook called on failure (optional)');
-    policyRow('Notify URL', this._notifyUrl);
+    formRow(policy, 'Notify URL', this._notifyUrl);
     this._experiment = this._input('experiment', String(initial?.options.experiment ?? options.settings.experiment), 'notebook name');
-    policyRow('Experiment', this._experiment);
+    formRow(policy, 'Experiment', this._experiment);
     this.node.append(el('h3', '', 'Policies'), policy);
 
     for (const input of [this._name, this._retries, this._timeout, this._maxConcurrent, this._mode]) {

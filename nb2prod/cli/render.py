@@ -11,7 +11,6 @@ from rich.table import Table
 from nb2prod.core.spec import Issue, PipelineSpec
 
 
-
 def _console(to_stderr: bool) -> Console:
     """A console whose tables are not cut to 80 columns when piped (rich's width without a terminal)."""
     stream = sys.stderr if to_stderr else sys.stdout

@@ -110,8 +110,8 @@ def list_(as_json: bool) -> None:
     table = Table("name", "cron", "when", "tz", "mode", "next fire (local)", "last status", box=None, pad_edge=False)
     for r in rows:
         table.add_row(escape(r["name"]) + (" (paused)" if r["paused"] else ""), escape(r["cron"]), r["description"],
-                      r["timezone"],
-                      r["mode"], "" if r["paused"] else (r["next_fire_times_local"] or [""])[0], r["last_status"] or "")
+                      r["timezone"], r["mode"], "" if r["paused"] else (r["next_fire_times_local"] or [""])[0],
+                      r["last_status"] or "")
     stdout.print(table)
     if rows:
         _warn_without_scheduler()

@@ -132,9 +132,9 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:12]
 
 
-def coordinator_name() -> str:
-    """The coordinator's actor name for this nb2prod code."""
-    return f"coordinator-{code_fingerprint()}"
+def coordinator_name(fingerprint: str | None = None) -> str:
+    """The coordinator's actor name for this nb2prod code (or for ``fingerprint``, already computed)."""
+    return f"coordinator-{fingerprint or code_fingerprint()}"
 
 
 def get_coordinator(owned_by_keeper: bool = False):

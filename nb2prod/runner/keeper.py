@@ -29,7 +29,7 @@ def main() -> None:
     while code_fingerprint() == running:  # nb2prod upgraded: restart with the new code
         if draining:  # coordinators of the previous code finish their runs first
             try:
-                draining = retire_stale(coordinator_name()) > 0
+                draining = retire_stale(coordinator_name(running)) > 0
             except Exception:  # noqa: BLE001 - a Ray hiccup: try again at the next check
                 pass
         time.sleep(CHECK_S)

@@ -3,6 +3,7 @@ which schedulers are alive."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +84,13 @@ def add(name: str, notebook: str, cron: str, *, tz: str = "UTC", parameters: dic
 def preview(cron: str, tz: str = "UTC", count: int = 5) -> dict[str, Any]:
     """The next ``count`` fire times of a cron expression (for a UI's preview); UsageError when invalid."""
     timing.check_cron(cron, tz)
-    times = timing.next_fire_times(cron, tz, utcnow(), count)
-    return {"cron": cron, "timezone": tz, "description": timing.describe(cron),
-            "next_fire_times": [t.isoformat() + "Z" for t in times],
+    return {"cron": cron, "timezone": tz, **_when(cron, tz, utcnow(), count)}
+
+
+def _when(cron: str, tz: str, after: datetime, count: int) -> dict[str, Any]:
+    """The expression in words and its next ``count`` fire times after ``after``, in UTC and in ``tz``."""
+    times = timing.next_fire_times(cron, tz, after, count)
+    return {"description": timing.describe(cron), "next_fire_times": [t.isoformat() + "Z" for t in times],
             "next_fire_times_local": [timing.local(t, tz).isoformat() for t in times]}
 
 
@@ -110,15 +115,12 @@ def show(name: str, history: int = 50) -> dict[str, Any]:
         fires = s.scalars(select(FireRow).where(FireRow.schedule_id == row.id)
                           .order_by(FireRow.scheduled_time.desc()).limit(history)).all()
         attempts = s.scalars(select(FireAttemptRow).where(FireAttemptRow.fire_id.in_([f.id for f in fires]))).all()
-    upcoming = timing.next_fire_times(row.cron, row.timezone, max(row.considered_until, utcnow()), 3)
     return {
-        "name": row.name, "notebook": row.notebook, "cron": row.cron, "description": timing.describe(row.cron),
-        "timezone": row.timezone, "mode": row.mode,
+        "name": row.name, "notebook": row.notebook, "cron": row.cron, "timezone": row.timezone, "mode": row.mode,
         "parameters": row.parameters, "options": row.options, "catchup": row.catchup,
         "max_concurrent": row.max_concurrent, "timeout_s": row.timeout_s, "retries": row.retries,
         "notify_url": row.notify_url, "paused": row.paused,
-        "next_fire_times": [t.isoformat() + "Z" for t in upcoming],
-        "next_fire_times_local": [timing.local(t, row.timezone).isoformat() for t in upcoming],
+        **_when(row.cron, row.timezone, max(row.considered_until, utcnow()), 3),
         "last_status": fires[0].status if fires else None,
         "fires": [{"scheduled_time": f.scheduled_time.isoformat() + "Z", "status": f.status, "reason": f.reason,
                    "attempts": f.attempts, "run_id": f.run_id, "mlflow_run_id": f.mlflow_run_id,
@@ -172,4 +174,5 @@ def schedulers() -> dict[str, Any]:
     if alive:
         return {"schedulers": alive, "warning": None}
     last = last_scheduler_seen()
-    return {"schedulers": [], "warning": NO_SCHEDULER + (f" (one last ran at {last:%Y-%m-%d %H:%M} UTC)" if last else "")}
+    seen = f" (one last ran at {last:%Y-%m-%d %H:%M} UTC)" if last else ""
+    return {"schedulers": [], "warning": NO_SCHEDULER + seen}
