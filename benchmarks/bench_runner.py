@@ -137,7 +137,7 @@ def _lookup_ms(home: Path, notebook: Path) -> float:
     from nb2prod.cache.plan import plan
     from nb2prod.core.builder import build_spec
     from nb2prod.core.params import resolved_parameters
-    from nb2prod.runner.options import RunOptions
+    from nb2prod.contracts import RunOptions
 
     spec = build_spec(notebook)
     params = resolved_parameters(spec, {})

@@ -18,7 +18,7 @@ from nb2prod.core.spec import PipelineSpec, load_spec
 from nb2prod.core.status import RunStatus
 from nb2prod.errors import NotebookError, UsageError, ValidationError
 from nb2prod.home import default_tracking_uri, run_dir
-from nb2prod.runner.options import RunOptions
+from nb2prod.contracts import RunOptions
 from nb2prod.store import runs as store
 
 MASK = "***"

@@ -1,4 +1,5 @@
-"""The ``%nb2prod`` subcommands (click; ``run`` and ``params`` take exactly ``nb2prod run``'s options).
+"""The ``%nb2prod`` subcommands (click; ``run`` and ``params`` take the run options declared in
+:mod:`nb2prod.contracts.options`).
 
 Each command gets the :class:`nb2prod.magics.Nb2ProdMagics` instance as ``ctx.obj`` and calls
 :mod:`nb2prod.api`; errors a user can cause are raised as ``Nb2ProdError`` / click usage errors and shown
@@ -14,7 +15,8 @@ from typing import Any
 import click
 from IPython.display import display
 
-from nb2prod.cli.run import options_from_cli, run_options
+from nb2prod.contracts import SUCCESSFUL
+from nb2prod.contracts.options import MAGICS, click_options, from_click
 from nb2prod.errors import Nb2ProdError, UsageError
 from nb2prod.widgets import FINISHED_RUN, RunView, widget_frontend
 
@@ -40,20 +42,20 @@ def check(magics, path: str | None) -> None:
 
 @group.command()
 @click.argument("path", required=False)
-@run_options
+@click_options(MAGICS)
 @_WAIT
 @click.pass_obj
 def run(magics, path: str | None, wait: bool | None, **kw: Any) -> None:
     """Run PATH (default: this notebook, as saved on disk) with a live view."""
     notebook = magics.notebook(path)
-    options = options_from_cli(kw)
+    options = from_click(MAGICS, kw)
     magics.warn_if_unsaved(notebook)
     magics.launch(notebook, options, wait)
 
 
 @group.command()
 @click.argument("path", required=False)
-@run_options
+@click_options(MAGICS)
 @_WAIT
 @click.pass_obj
 def params(magics, path: str | None, wait: bool | None, **kw: Any) -> None:
@@ -62,7 +64,7 @@ def params(magics, path: str | None, wait: bool | None, **kw: Any) -> None:
     from nb2prod.widgets_params import ParamsForm, params_text
 
     notebook = magics.notebook(path)
-    options = options_from_cli(kw)
+    options = from_click(MAGICS, kw)
     spec = api.check(notebook)
     if spec["errors"]:
         raise Nb2ProdError(f"{notebook.name} is not a valid pipeline ({len(spec['errors'])} error(s)); "
@@ -99,7 +101,7 @@ def pull(magics, stage: str, names: tuple[str, ...], run_id: str | None, path: s
     if run_id is None:
         notebook = magics.notebook(path)
         runs = [r for r in api.list_runs(notebook, limit=200)
-                if r["stages"].get(stage, {}).get("status") in ("done", "cached")]
+                if r["stages"].get(stage, {}).get("status") in SUCCESSFUL]
         if not runs:
             raise UsageError(f"no run of {notebook.name} has a successful stage {stage!r} yet; run it first "
                              "(or pass --run RUN_ID)")
@@ -176,7 +178,7 @@ class RunsTable:
     def rows(self) -> list[tuple[str, ...]]:
         out = []
         for r in self.records:
-            ok = sum(s["status"] in ("done", "cached") for s in r["stages"].values())
+            ok = sum(s["status"] in SUCCESSFUL for s in r["stages"].values())
             out.append((r["id"], r["status"], (r["created_at"] or "")[:19].replace("T", " "),
                         f"{r['duration_s']:.1f}s" if r["duration_s"] is not None else "",
                         f"{ok}/{len(r['stages'])}", r["mlflow_run_id"] or "", r.get("origin") or ""))

@@ -12,6 +12,8 @@ import threading
 import time
 from typing import Any, Callable
 
+from nb2prod.contracts import location, mlflow_link
+
 POLL_S = 0.5
 FINISHED_RUN = frozenset({"done", "failed", "cancelled", "interrupted"})
 FINISHED_STAGE = frozenset({"done", "failed", "cached", "skipped", "cancelled"})
@@ -40,25 +42,6 @@ def widget_frontend() -> bool:
     shell = get_ipython()
     in_kernel = shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
     return in_kernel and bool(os.environ.get("JPY_SESSION_NAME") or os.environ.get("VSCODE_PID"))
-
-
-def mlflow_link(record: dict[str, Any]) -> str | None:
-    """A URL of the run's MLflow page where one can be known (record, http tracking URI, NB2PROD_MLFLOW_UI)."""
-    if record.get("mlflow_url"):
-        return record["mlflow_url"]
-    run, experiment = record.get("mlflow_run_id"), record.get("mlflow_experiment_id")
-    uri = record.get("tracking_uri") or ""
-    base = os.environ.get("NB2PROD_MLFLOW_UI") or (uri if uri.startswith(("http://", "https://")) else "")
-    if not (base and run and experiment):
-        return None
-    return f"{base.rstrip('/')}/#/experiments/{experiment}/runs/{run}"
-
-
-def error_where(error: dict[str, Any]) -> str:
-    """``cell 4, line 2`` (notebook cell index as in ``nb2prod check``)."""
-    if error.get("cell_index") is None:
-        return ""
-    return f"cell {error['cell_index']}" + (f", line {error['line']}" if error.get("line") else "")
 
 
 def _seconds(value: float | None) -> str:
@@ -243,7 +226,7 @@ class RunView:
 
     @staticmethod
     def _error_line(error: dict[str, Any]) -> str:
-        where = error_where(error)
+        where = location(error)
         return (f"{where}: " if where else "") + f"{error.get('type')}: {error.get('message')}"
 
     def _elapsed(self) -> float:
@@ -329,7 +312,7 @@ class RunView:
             self._show_error(name, row["error"], parts["detail"])
 
     def _show_error(self, name: str, error: dict[str, Any], detail: Any) -> None:
-        where = error_where(error) or "no cell"
+        where = location(error) or "no cell"
         body = [f'<div class="nb2prod-error" data-stage="{html.escape(name)}" data-cell="{error.get("cell_index")}"'
                 f' data-line="{error.get("line")}"><b>{html.escape(str(error.get("type")))}</b>: '
                 f'{html.escape(str(error.get("message")))} <i>({html.escape(where)})</i></div>']

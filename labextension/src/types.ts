@@ -91,14 +91,29 @@ export interface IRunRecord {
   stages: Record<string, IStageRecord>;
 }
 
-/** The body of `POST /nb2prod/runs`: a path plus any RunOptions fields. */
+/**
+ * The body of `POST /nb2prod/runs`: a path plus any RunOptions fields. Mirrors RunOptions in
+ * nb2prod/contracts/options.py field for field (tests/test_contracts.py checks it).
+ */
 export interface IRunRequest {
   path: string;
   parameters: Record<string, unknown>;
   ray_address?: string | null;
   tracking_uri?: string | null;
   experiment?: string | null;
+  output_notebook?: string | null;
+  log_output?: boolean;
   no_cache?: boolean;
+  force?: string[];
+  stages?: string[];
+  downstream?: boolean;
+  resume_from?: string | null;
+  gpu_fallback?: 'fail' | 'cpu';
+  secrets?: string[];
+  env?: string[];
+  cache_dir?: string | null;
+  pip?: string[];
+  requirements?: string | null;
 }
 
 /** The extension's settings (schema/plugin.json). */

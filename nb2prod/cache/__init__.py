@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from nb2prod.contracts import SUCCESSFUL
 from nb2prod.home import home_dir
 
 DEFAULT_MAX_BYTES = 20 * 2**30
@@ -141,7 +142,7 @@ def load_stage_outputs(run_id: str, stage: str) -> dict[str, Any]:
     info = record["stages"].get(stage)
     if info is None:
         raise Nb2ProdError(f"run {record['id']} has no stage {stage!r}; its stages: {', '.join(record['stages'])}")
-    if info["status"] not in ("done", "cached") or not info.get("cache_key"):
+    if info["status"] not in SUCCESSFUL or not info.get("cache_key"):
         raise Nb2ProdError(f"stage {stage!r} of run {record['id']} is {info['status']}; only done or cached "
                            "stages have stored outputs")
     directory = cache_dir(record["options"].get("cache_dir"))

@@ -10,7 +10,7 @@ from nb2prod import cache
 from nb2prod.core.cachekey import stage_keys
 from nb2prod.core.spec import PipelineSpec
 from nb2prod.errors import Nb2ProdError
-from nb2prod.runner.options import RunOptions
+from nb2prod.contracts import SUCCESSFUL, RunOptions
 from nb2prod.store import runs as store
 
 
@@ -41,7 +41,7 @@ def _resumed(directory: Path, run_id: str) -> dict[str, dict]:
     record = store.get_run(run_id)
     hits = {}
     for name, stage in record["stages"].items():
-        if stage["status"] in ("done", "cached") and stage.get("cache_key"):
+        if stage["status"] in SUCCESSFUL and stage.get("cache_key"):
             meta = cache.lookup(directory, stage["cache_key"])
             if meta is not None:
                 hits[name] = meta
@@ -65,7 +65,7 @@ def _seed_upstream(spec: PipelineSpec, directory: Path, keys: dict[str, str], hi
 def _latest_stored(notebook: str, stage: str, directory: Path) -> tuple[str, dict] | None:
     for record in store.list_runs(notebook, limit=50):
         info = record["stages"].get(stage)
-        if info and info["status"] in ("done", "cached") and info.get("cache_key"):
+        if info and info["status"] in SUCCESSFUL and info.get("cache_key"):
             meta = cache.lookup(directory, info["cache_key"])
             if meta is not None:
                 return info["cache_key"], meta

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from nb2prod.cli import cli
 from nb2prod.cli.render import stderr, stdout
+from nb2prod.contracts.options import SCHEDULE, click_options, from_click
 
 
 @cli.group()
@@ -26,8 +27,7 @@ def schedule() -> None:
 @click.argument("notebook", type=click.Path(dir_okay=False))
 @click.option("--cron", required=True, help="5-field cron expression, or @hourly/@daily/@weekly.")
 @click.option("--tz", default="UTC", show_default=True, help="IANA timezone of the cron expression.")
-@click.option("-p", "--parameter", "params", nargs=2, multiple=True, metavar="NAME VALUE",
-              help="Parameter (papermill -p typing); may contain {{ scheduled_time [+|- N(d|h|m)][:FORMAT] }}.")
+@click_options(SCHEDULE)
 @click.option("--mode", type=click.Choice(["pipeline", "notebook"]), default="pipeline", show_default=True,
               help="pipeline: the stage DAG on Ray; notebook: a plain papermill run of the whole notebook.")
 @click.option("--catchup", type=click.Choice(["skip", "latest", "all"]), default="skip", show_default=True,
@@ -42,29 +42,18 @@ def schedule() -> None:
 @click.option("--notify-url", help="Webhook called with a JSON body on failure.")
 @click.option("--notify-command", help="Shell command run on failure (NB2PROD_* variables and the JSON on stdin).")
 @click.option("--notify-on-success", is_flag=True, help="Notify on success too.")
-@click.option("--ray-address")
-@click.option("--tracking-uri")
-@click.option("--experiment")
-@click.option("--output-notebook", help="Also write each run's executed notebook here (overwritten).")
-@click.option("--log-output", is_flag=True)
-@click.option("--gpu-fallback", type=click.Choice(["fail", "cpu"]))
-@click.option("--no-cache", is_flag=True)
-@click.option("--cache-dir")
-@click.option("--stage", "stages", multiple=True)
-@click.option("--downstream", is_flag=True)
-@click.option("--force", multiple=True)
-@click.option("--secret", "secrets", multiple=True)
-@click.option("--env", multiple=True)
-@click.option("--pip", multiple=True)
-@click.option("--requirements")
 @click.option("--json", "as_json", is_flag=True)
-def add(name, notebook, cron, tz, params, mode, catchup, catchup_max, max_concurrent, timeout_s, retries,
+def add(name, notebook, cron, tz, mode, catchup, catchup_max, max_concurrent, timeout_s, retries,
         retry_backoff_s, notify_url, notify_command, notify_on_success, as_json, **run_options) -> None:
-    """Add schedule NAME running NOTEBOOK on a cron expression. Nothing is stored when anything is invalid."""
+    """Add schedule NAME running NOTEBOOK on a cron expression. Nothing is stored when anything is invalid.
+
+    -p and -r values may contain {{ scheduled_time [+|- N(d|h|m)][:FORMAT] }}; they are typed (papermill -p
+    typing) at each fire, except for parameters the notebook declares str."""
     from nb2prod.scheduling import schedules
 
-    options = {k: list(v) if isinstance(v, tuple) else v for k, v in run_options.items() if v}
-    row = schedules.add(name, notebook, cron, tz=tz, parameters=dict(params), mode=mode, options=options,
+    options = from_click(SCHEDULE, run_options, typed=False).non_defaults()
+    parameters = options.pop("parameters", {})
+    row = schedules.add(name, notebook, cron, tz=tz, parameters=parameters, mode=mode, options=options,
                         catchup=catchup, catchup_max=catchup_max, max_concurrent=max_concurrent, timeout_s=timeout_s,
                         retries=retries, retry_backoff_s=retry_backoff_s, notify_url=notify_url,
                         notify_command=notify_command, notify_on_success=notify_on_success)

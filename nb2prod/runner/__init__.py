@@ -1,1 +1,1 @@
-"""Runners: execute a pipeline spec on Ray with one :class:`~nb2prod.runner.options.RunOptions`."""
+"""Runners: execute a pipeline spec on Ray with one :class:`~nb2prod.contracts.RunOptions`."""

@@ -26,7 +26,7 @@ class Launcher:
         if schedule.mode == "notebook":
             return self._notebook(schedule, values)
         from nb2prod import api
-        from nb2prod.runner.options import RunOptions
+        from nb2prod.contracts import RunOptions
 
         options = RunOptions.from_dict({**schedule.options, "parameters": values})
         run_id = api.start_run(schedule.notebook, options, origin="scheduler")

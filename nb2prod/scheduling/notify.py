@@ -11,6 +11,8 @@ import threading
 import urllib.request
 from typing import Any
 
+from nb2prod import contracts
+
 log = logging.getLogger("nb2prod.scheduler")
 WEBHOOK_TIMEOUT_S = 10
 COMMAND_TIMEOUT_S = 60
@@ -24,23 +26,18 @@ def body(schedule, fire) -> dict[str, Any]:
 
 
 def mlflow_link(run_id: str | None, mlflow_run_id: str | None) -> str | None:
-    """``$NB2PROD_MLFLOW_UI_URL`` or the run's http(s) tracking server + the run's page; None when unknown."""
+    """The link to the fire's MLflow run (:func:`nb2prod.contracts.mlflow_link`); None when unknown."""
     if not mlflow_run_id:
         return None
-    base, experiment = os.environ.get("NB2PROD_MLFLOW_UI_URL"), None
+    record: dict[str, Any] = {}
     if run_id:
         try:
             from nb2prod.store import runs
 
             record = runs.get_run(run_id)
-            experiment = record.get("mlflow_experiment_id")
-            uri = record.get("tracking_uri") or ""
-            base = base or (uri if uri.startswith(("http://", "https://")) else None)
         except Exception:  # noqa: BLE001 - a link is a nicety
             pass
-    if not base:
-        return None
-    return f"{base.rstrip('/')}/#/experiments/{experiment or 0}/runs/{mlflow_run_id}"
+    return contracts.mlflow_link({**record, "mlflow_run_id": mlflow_run_id, "mlflow_url": None})
 
 
 def post(url: str, payload: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from nb2prod.core.builder import build_spec
 from nb2prod.core.params import validate_parameters
 from nb2prod.errors import NotebookError, UsageError, ValidationError
-from nb2prod.runner.options import RunOptions
+from nb2prod.contracts import RunOptions
 from nb2prod.scheduling import timing
 from nb2prod.scheduling.launch import typed_values
 from nb2prod.scheduling.models import FireAttemptRow, FireRow, ScheduleRow

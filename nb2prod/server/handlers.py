@@ -21,14 +21,16 @@ from tornado.ioloop import IOLoop
 from traitlets import Bool, Unicode
 from traitlets.config import LoggingConfigurable
 
+from nb2prod.contracts import mlflow_link
+from nb2prod.contracts.options import path_fields
 from nb2prod.errors import Nb2ProdError, RunNotFound, UsageError
 from nb2prod.server.paths import confine, relative
 
 RUN_ID = r"(?P<run_id>[A-Za-z0-9_.-]+)"
 SCHEDULE = r"(?P<name>[A-Za-z0-9_.-]+)"
 MAX_LIMIT = 500
-# RunOptions fields that name files: confined to the server root like ``path``.
-PATH_OPTIONS = {"output_notebook": False, "requirements": True, "cache_dir": False}
+# RunOptions fields that name files: confined to the server root like ``path`` (name -> must exist).
+PATH_OPTIONS = {name: kind == "input" for name, kind in path_fields().items()}
 
 
 class Nb2ProdServer(LoggingConfigurable):
@@ -46,12 +48,7 @@ class Nb2ProdServer(LoggingConfigurable):
     )
 
     def mlflow_url(self, record: dict[str, Any]) -> str | None:
-        if record.get("mlflow_url"):
-            return record["mlflow_url"]
-        if not (self.mlflow_ui_url and record.get("mlflow_run_id") and record.get("mlflow_experiment_id")):
-            return None
-        base = self.mlflow_ui_url.rstrip("/")
-        return f"{base}/#/experiments/{record['mlflow_experiment_id']}/runs/{record['mlflow_run_id']}"
+        return mlflow_link(record, self.mlflow_ui_url or None)
 
 
 def http_status(exc: BaseException | None, default: int) -> int:
@@ -161,7 +158,7 @@ class RunsHandler(Nb2ProdHandler):
     @web.authenticated
     async def post(self) -> None:
         from nb2prod import api
-        from nb2prod.runner.options import RunOptions
+        from nb2prod.contracts import RunOptions
 
         body = self.json_body()
         path = confine(self.root, body.pop("path", None))

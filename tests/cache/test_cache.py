@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from nb2prod import api, cache
-from nb2prod.runner.options import RunOptions
+from nb2prod.contracts import RunOptions
 from tests.conftest import make_notebook
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")

@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from nb2prod import api
-from nb2prod.runner.options import RunOptions
+from nb2prod.contracts import RunOptions
 from tests.conftest import make_notebook
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")

@@ -118,7 +118,7 @@ def test_notebook_productionizes_itself_with_live_widgets(tmp_path):
         ("%nb2prod status", ["skip"]),                                                         # 12
         (report(tmp_path / "self.ipynb"), ["skip"]),                          # 13
     ])
-    done = execute(nb, session=True, env={"NB2PROD_MLFLOW_UI": "http://mlflow.test:5000"})
+    done = execute(nb, session=True, env={"NB2PROD_MLFLOW_UI_URL": "http://mlflow.test:5000"})
     cells, widgets = done.cells, Widgets(done)
     for cell in cells:
         assert not errors(cell)

@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 from nb2prod import api
-from nb2prod.runner.options import RunOptions
+from nb2prod.contracts import RunOptions
 from tests.conftest import make_notebook, run_cli
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")

@@ -1,0 +1,57 @@
+"""The run record every front end reads (``api.get_run``, ``GET /nb2prod/runs/{id}``, ``nb2prod status
+--json``), and the small rules about it that front ends share."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, TypedDict
+
+
+# Stage statuses whose outputs exist (a downstream stage, `%nb2prod pull` and resume can use them).
+SUCCESSFUL = ("done", "cached")
+MLFLOW_UI_ENV = "NB2PROD_MLFLOW_UI_URL"
+
+
+class StageRecord(TypedDict, total=False):
+    status: str
+    started_at: str | None
+    ended_at: str | None
+    duration_s: float | None
+    attempts: int
+    system_retries: int
+    cached: bool
+    cache_key: str | None
+    mlflow_run_id: str | None
+    error: dict[str, Any] | None  # StageError.to_dict()
+
+
+class RunRecord(TypedDict, total=False):
+    id: str
+    notebook: str
+    status: str  # a RunStatus value
+    created_at: str | None
+    started_at: str | None
+    ended_at: str | None
+    duration_s: float | None
+    parameters: dict[str, Any]
+    options: dict[str, Any]  # RunOptions.to_dict(), secrets masked
+    mlflow_run_id: str | None
+    mlflow_experiment_id: str | None
+    tracking_uri: str | None
+    mlflow_url: str | None
+    error: dict[str, Any] | None  # {stage, **StageError.to_dict()} of the first failed stage
+    origin: str
+    stages: dict[str, StageRecord]
+
+
+def mlflow_link(record: dict[str, Any], base: str | None = None) -> str | None:
+    """The URL of a run's page in the MLflow UI, where one can be known: the record's own ``mlflow_url``,
+    else ``base`` (a UI setting), ``$NB2PROD_MLFLOW_UI_URL``, or the run's http(s) tracking server."""
+    if record.get("mlflow_url"):
+        return record["mlflow_url"]
+    run, experiment = record.get("mlflow_run_id"), record.get("mlflow_experiment_id")
+    uri = record.get("tracking_uri") or ""
+    base = base or os.environ.get(MLFLOW_UI_ENV) or (uri if uri.startswith(("http://", "https://")) else "")
+    if not (base and run):
+        return None
+    return f"{base.rstrip('/')}/#/experiments/{experiment or 0}/runs/{run}"
