@@ -93,7 +93,8 @@ def run(path: str | Path, options: RunOptions | None = None, *, run_id: str | No
     prepared = prepare(path, options)
     if not _exists(run_id):
         _create(run_id, prepared, options, origin)
-    store.update_run(run_id, pid=os.getpid(), tracking_uri=prepared.tracking_uri)
+    store.attach_runner(run_id, os.getpid())  # refused when the run was cancelled or reaped before we began
+    store.update_run(run_id, tracking_uri=prepared.tracking_uri)
     spec = prepared.spec
     from nb2prod.cache.plan import plan
 
@@ -119,7 +120,7 @@ def run(path: str | Path, options: RunOptions | None = None, *, run_id: str | No
         raise
     save_outputs(run_id, result, options.output_notebook)
     status = RunStatus.CANCELLED if result["interrupted"] and result["status"] != "done" else RunStatus(result["status"])
-    store.finish_run(run_id, status, result["error"])
+    store.finish_run(run_id, status, result["error"])  # False: the reaper ended it first; the record says how
     return store.get_run(run_id)
 
 

@@ -4,8 +4,10 @@ Exactly once: a fire is a row with UNIQUE(schedule_id, scheduled_time); insertin
 schedulers sharing a store cannot both fire a time. The claimer holds a lease (renewed by ``renew()``, which the
 loops call from a heartbeat thread); a fire whose lease expired (its scheduler died) is taken over by the next
 scheduler with one conditional UPDATE: a run still going is adopted, an ended one recorded, an interrupted one
-retried if the schedule allows. Every attempt is started by a compare-and-set on the fire's attempt counter, so
-two schedulers never launch the same attempt. The clock is injectable.
+retried if the schedule allows. Every state change of a fire is a compare-and-set (an UPDATE conditioned on the
+state it was judged in, whose row count says who won): an attempt is started on the fire's attempt counter, its
+run recorded only while the attempt is undecided, its end decided (retry or final, with the notification) once,
+so two schedulers never launch, retry or notify the same attempt twice. The clock is injectable.
 
 Fire statuses: ``queued`` (a catch-up fire waiting for a free slot) → ``running`` ⇄ ``retrying`` →
 ``done`` | ``failed`` | ``cancelled``; or ``skipped`` (with the reason) from the start.
@@ -172,14 +174,22 @@ class Scheduler:
             error = None
         except Exception as exc:  # noqa: BLE001 - a bad notebook fails this attempt, not the scheduler
             run_id, sha, error = None, None, f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
-        with session() as s, s.begin():
-            s.execute(update(FireRow).where(FireRow.id == fire_id).values(
-                run_id=run_id, notebook_sha256=sha, parameters=params, error=error))
+        with session() as s, s.begin():  # compare-and-set: the attempt is still ours to record (not yet decided)
+            recorded = s.execute(update(FireRow).where(
+                FireRow.id == fire_id, FireRow.attempts == attempt, FireRow.status == "running",
+                FireRow.run_id.is_(None)).values(run_id=run_id, notebook_sha256=sha, parameters=params,
+                                                  error=error)).rowcount == 1
             s.execute(update(FireAttemptRow).where(FireAttemptRow.fire_id == fire_id, FireAttemptRow.attempt == attempt)
                       .values(run_id=run_id))
         log.info("schedule %s: fired %s (attempt %d) -> %s", schedule.name, scheduled, attempt, run_id or error)
+        if not recorded:  # a scheduler that took the fire over meanwhile decided this attempt: ours is extra
+            log.warning("schedule %s: attempt %d of %s was decided by another scheduler while it started; "
+                        "cancelling its run %s", schedule.name, attempt, scheduled, run_id)
+            if run_id:
+                self.launcher.cancel(run_id)
+            return False
         if error:
-            self._ended(schedule, fire_id, attempt, "failed", error, now)
+            self._ended(schedule, fire_id, attempt, None, "failed", error, now)
         return run_id is not None
 
     # --- watching -----------------------------------------------------------------------
@@ -213,44 +223,54 @@ class Scheduler:
 
     def _check(self, schedule: ScheduleRow, fire: FireRow, attempt_start: datetime | None, now: datetime) -> None:
         if not fire.run_id:  # claimed by a scheduler that died before its run started
-            self._ended(schedule, fire.id, fire.attempts, "interrupted", "the scheduler stopped before the run "
-                        "started", now)
+            self._ended(schedule, fire.id, fire.attempts, None, "interrupted", "the scheduler stopped before the "
+                        "run started", now)
             return
         state = self.launcher.status(fire.run_id)
         if state.get("mlflow_run_id") and state["mlflow_run_id"] != fire.mlflow_run_id:
             with session() as s, s.begin():
-                s.execute(update(FireRow).where(FireRow.id == fire.id).values(mlflow_run_id=state["mlflow_run_id"]))
+                s.execute(update(FireRow).where(FireRow.id == fire.id, FireRow.run_id == fire.run_id)
+                          .values(mlflow_run_id=state["mlflow_run_id"]))
         if state["status"] == "running":
             if schedule.timeout_s and attempt_start and (now - attempt_start).total_seconds() > schedule.timeout_s:
                 self.launcher.cancel(fire.run_id)
-                self._ended(schedule, fire.id, fire.attempts, "failed", f"timed out after {schedule.timeout_s:g}s",
-                            now)
+                self._ended(schedule, fire.id, fire.attempts, fire.run_id, "failed",
+                            f"timed out after {schedule.timeout_s:g}s", now)
             return
         done = state["status"] == "done"
-        self._ended(schedule, fire.id, fire.attempts, state["status"],
+        self._ended(schedule, fire.id, fire.attempts, fire.run_id, state["status"],
                     None if done else (state.get("error") or state["status"]), now)
 
-    def _ended(self, schedule: ScheduleRow, fire_id: int, attempt: int, status: str, error: str | None,
-               now: datetime) -> None:
-        """Record an attempt's end; retry with exponential backoff, or decide the fire."""
-        with session() as s, s.begin():
-            s.execute(update(FireAttemptRow).where(FireAttemptRow.fire_id == fire_id, FireAttemptRow.attempt == attempt)
-                      .values(status=status, ended_at=now, error=error))
-        if status not in ("done", "cancelled") and attempt <= schedule.retries:
-            delay = schedule.retry_backoff_s * 2 ** (attempt - 1)
-            with session() as s, s.begin():
-                s.execute(update(FireRow).where(FireRow.id == fire_id, FireRow.attempts == attempt).values(
-                    status="retrying", error=error, next_attempt_at=now + timedelta(seconds=delay)))
-            log.info("schedule %s: attempt %d %s; retrying in %gs", schedule.name, attempt, status, delay)
-            return
+    def _ended(self, schedule: ScheduleRow, fire_id: int, attempt: int, run_id: str | None, status: str,
+               error: str | None, now: datetime) -> bool:
+        """Record the end of attempt ``attempt`` (whose run is ``run_id``) and retry with exponential backoff,
+        or decide the fire. A compare-and-set on the fire (still ``running`` that attempt with that run): when
+        two schedulers see the same end, one decides, retries and notifies; False for the other."""
+        retry = status not in ("done", "cancelled") and attempt <= schedule.retries
+        delay = schedule.retry_backoff_s * 2 ** (attempt - 1)
         final = status if status in ("done", "cancelled") else "failed"
+        values = (dict(status="retrying", error=error, next_attempt_at=now + timedelta(seconds=delay)) if retry
+                  else dict(status=final, error=error, ended_at=now))
         with session() as s, s.begin():
-            s.execute(update(FireRow).where(FireRow.id == fire_id).values(status=final, error=error, ended_at=now))
+            won = s.execute(update(FireRow).where(
+                FireRow.id == fire_id, FireRow.attempts == attempt, FireRow.status == "running",
+                FireRow.run_id.is_(None) if run_id is None else FireRow.run_id == run_id).values(**values)).rowcount
+            if won != 1:
+                log.info("schedule %s: attempt %d of fire %d was already decided by another scheduler",
+                         schedule.name, attempt, fire_id)
+                return False
+            s.execute(update(FireAttemptRow).where(FireAttemptRow.fire_id == fire_id, FireAttemptRow.attempt == attempt,
+                                                   FireAttemptRow.status == "running")
+                      .values(status=status, ended_at=now, error=error))
             fire = s.get(FireRow, fire_id)
-            body = notify.body(schedule, fire)
+            body = None if retry else notify.body(schedule, fire)
+        if retry:
+            log.info("schedule %s: attempt %d %s; retrying in %gs", schedule.name, attempt, status, delay)
+            return True
         log.info("schedule %s: fire %s %s%s", schedule.name, fire.scheduled_time, final, f" ({error})" if error else "")
         if final != "done" or schedule.notify_on_success:
             self.notifier.send(schedule.notify_url, schedule.notify_command, body)
+        return True
 
 
 def plan_catchup(policy: str, missed: list[datetime], limit: int) -> tuple[list[datetime], list[datetime]]:

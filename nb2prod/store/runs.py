@@ -2,6 +2,12 @@
 
 Written by the runner, read by every front end. A ``running`` run whose runner stopped
 heartbeating (or whose process on this host is gone) is turned into ``interrupted`` on read.
+
+Every state transition is a compare-and-set: an ``UPDATE … WHERE status = <the expected prior state>`` whose
+row count says whether it won. A run leaves ``running`` once (finished by its runner *or* interrupted by the
+reaper, never both); a finished stage never changes again; a cancel reaches only a running run. Several
+processes (CLIs, Jupyter servers, schedulers, on several hosts when the store is PostgreSQL) may race for the
+same row: the loser is told (``False``) and leaves the row alone.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 
 from nb2prod.core.status import RunStatus, StageStatus
-from nb2prod.errors import RunNotFound
+from nb2prod.errors import Nb2ProdError, RunNotFound
 from nb2prod.store.db import session
 from nb2prod.store.models import AttemptRow, RunRow, StageRow
 
@@ -47,21 +53,46 @@ def create_run(run_id: str, notebook: str, stages: dict[str, str | None], *, not
             s.add(StageRow(run_id=run_id, name=name, position=i, status=StageStatus.PENDING.value, cache_key=key))
 
 
+RUNNING = RunStatus.RUNNING.value
+UNFINISHED_STAGE = (StageStatus.PENDING.value, StageStatus.RUNNING.value)
+_TRANSITIONS = {"status", "ended_at", "cancel_requested"}  # changed only by the compare-and-set functions
+
+
 def update_run(run_id: str, **fields: Any) -> None:
+    """Record facts about a run (MLflow ids, tracking URI); its status changes only through the transitions."""
+    if _TRANSITIONS & fields.keys():
+        raise ValueError(f"{sorted(_TRANSITIONS & fields.keys())} change only through a store transition")
     with session() as s, s.begin():
         s.execute(update(RunRow).where(RunRow.id == run_id).values(**fields))
 
 
+def attach_runner(run_id: str, pid: int) -> None:
+    """Record the process that runs ``run_id``; refused (Nb2ProdError) once the run has ended (cancelled,
+    interrupted) before this runner took it over."""
+    with session() as s, s.begin():
+        if s.execute(update(RunRow).where(RunRow.id == run_id, RunRow.status == RUNNING)
+                     .values(pid=pid, host=socket.gethostname(), heartbeat_at=now())).rowcount != 1:
+            status = s.scalar(select(RunRow.status).where(RunRow.id == run_id))
+            raise Nb2ProdError(f"run {run_id} is {status or 'gone'}; it is not run again")
+
+
 def heartbeat(run_id: str) -> bool:
-    """Refresh the run's heartbeat; returns whether a cancel was requested."""
+    """Refresh a running run's heartbeat; True when its runner should stop: a cancel was requested, or the
+    run is no longer ``running`` (the reaper judged the runner dead)."""
     with session() as s, s.begin():
-        s.execute(update(RunRow).where(RunRow.id == run_id).values(heartbeat_at=now()))
-        return bool(s.scalar(select(RunRow.cancel_requested).where(RunRow.id == run_id)))
+        beat = s.execute(update(RunRow).where(RunRow.id == run_id, RunRow.status == RUNNING)
+                         .values(heartbeat_at=now())).rowcount
+        return not beat or bool(s.scalar(select(RunRow.cancel_requested).where(RunRow.id == run_id)))
 
 
-def update_stage(run_id: str, name: str, **fields: Any) -> None:
+def update_stage(run_id: str, name: str, **fields: Any) -> bool:
+    """Update a stage; a status change applies only while the stage is unfinished (pending/running), so a
+    stage the reaper or the run's end closed is never reopened by a late event. False when refused."""
+    query = update(StageRow).where(StageRow.run_id == run_id, StageRow.name == name)
+    if "status" in fields:
+        query = query.where(StageRow.status.in_(UNFINISHED_STAGE))
     with session() as s, s.begin():
-        s.execute(update(StageRow).where(StageRow.run_id == run_id, StageRow.name == name).values(**fields))
+        return s.execute(query.values(**fields)).rowcount == 1
 
 
 def set_cache_keys(run_id: str, keys: dict[str, str]) -> None:
@@ -75,13 +106,16 @@ def add_attempt(run_id: str, stage: str, attempt: int, status: str, **fields: An
         s.add(AttemptRow(run_id=run_id, stage=stage, attempt=attempt, status=status, **fields))
 
 
-def finish_run(run_id: str, status: RunStatus, error: dict[str, Any] | None = None) -> None:
-    """Mark the run finished; stages still pending/running become skipped/cancelled."""
+def finish_run(run_id: str, status: RunStatus, error: dict[str, Any] | None = None) -> bool:
+    """``running`` → ``status``; stages still pending/running become skipped/cancelled. False (and nothing
+    written) when the run had already ended, e.g. the reaper marked it ``interrupted`` first."""
     t = now()
     with session() as s, s.begin():
-        s.execute(update(RunRow).where(RunRow.id == run_id)
-                  .values(status=status.value, ended_at=t, heartbeat_at=t, error=error))
-        _close_stages(s, [run_id])
+        won = s.execute(update(RunRow).where(RunRow.id == run_id, RunRow.status == RUNNING)
+                        .values(status=status.value, ended_at=t, heartbeat_at=t, error=error)).rowcount == 1
+        if won:
+            _close_stages(s, [run_id])
+        return won
 
 
 def _close_stages(s, run_ids: list[str]) -> None:
@@ -91,8 +125,12 @@ def _close_stages(s, run_ids: list[str]) -> None:
               .values(status=StageStatus.SKIPPED.value))
 
 
-def request_cancel(run_id: str) -> None:
-    update_run(run_id, cancel_requested=True)
+def request_cancel(run_id: str) -> bool:
+    """Ask a running run's runner to stop (it sees the request on its next heartbeat); False when the run
+    has already ended."""
+    with session() as s, s.begin():
+        return s.execute(update(RunRow).where(RunRow.id == run_id, RunRow.status == RUNNING)
+                         .values(cancel_requested=True)).rowcount == 1
 
 
 def resolve_run_id(run_id: str) -> str:
@@ -108,24 +146,38 @@ def resolve_run_id(run_id: str) -> str:
 
 
 def reap_interrupted() -> list[dict[str, Any]]:
-    """Turn running runs whose runner died into ``interrupted``; return those whose MLflow run is still open."""
+    """Turn running runs whose runner died into ``interrupted``; return those whose MLflow run is still open.
+
+    Each is a compare-and-set on what was judged: still ``running``, and still the same dead pid (this host)
+    or still silent (elsewhere); a run that finished or heartbeat in between is left as it is."""
     stale_before = now() - timedelta(seconds=STALE_AFTER_S)
     host = socket.gethostname()
+    with session() as s:
+        running = s.execute(select(RunRow.id, RunRow.pid, RunRow.host, RunRow.heartbeat_at)
+                            .where(RunRow.status == RUNNING)).all()
+    for r in running:
+        if r.host == host and r.pid:  # on this host the runner's pid decides; elsewhere its heartbeat does
+            if not _alive(r.pid):
+                _interrupt(r.id, RunRow.pid == r.pid, r.heartbeat_at)
+        elif r.heartbeat_at and r.heartbeat_at < stale_before:
+            _interrupt(r.id, RunRow.heartbeat_at < stale_before, r.heartbeat_at)
+    with session() as s:
+        unclosed = s.execute(select(RunRow.id, RunRow.mlflow_run_id, RunRow.tracking_uri)
+                             .where(RunRow.status == RunStatus.INTERRUPTED.value, RunRow.mlflow_closed.is_(False),
+                                    RunRow.mlflow_run_id.is_not(None))).all()
+    return [{"id": r.id, "mlflow_run_id": r.mlflow_run_id, "tracking_uri": r.tracking_uri} for r in unclosed]
+
+
+def _interrupt(run_id: str, still_dead, ended_at: datetime | None) -> bool:
+    """``running`` → ``interrupted`` if ``still_dead`` holds at write time; closes its stages."""
+    error = {"type": "Interrupted", "message": "the runner process stopped without finishing the run; "
+                                               f"resume it with `nb2prod resume {run_id}`"}
     with session() as s, s.begin():
-        running = s.scalars(select(RunRow).where(RunRow.status == RunStatus.RUNNING.value)).all()
-        # on this host the runner's pid decides; elsewhere its heartbeat does
-        dead = [r for r in running if (not _alive(r.pid) if r.host == host and r.pid
-                                       else bool(r.heartbeat_at and r.heartbeat_at < stale_before))]
-        for r in dead:
-            r.status, r.ended_at = RunStatus.INTERRUPTED.value, r.heartbeat_at
-            r.error = {"type": "Interrupted", "message": "the runner process stopped without finishing the run; "
-                                                        f"resume it with `nb2prod resume {r.id}`"}
-        if dead:
-            _close_stages(s, [r.id for r in dead])
-        unclosed = s.scalars(select(RunRow).where(RunRow.status == RunStatus.INTERRUPTED.value,
-                                                  RunRow.mlflow_closed.is_(False),
-                                                  RunRow.mlflow_run_id.is_not(None))).all()
-        return [{"id": r.id, "mlflow_run_id": r.mlflow_run_id, "tracking_uri": r.tracking_uri} for r in unclosed]
+        won = s.execute(update(RunRow).where(RunRow.id == run_id, RunRow.status == RUNNING, still_dead)
+                        .values(status=RunStatus.INTERRUPTED.value, ended_at=ended_at, error=error)).rowcount == 1
+        if won:
+            _close_stages(s, [run_id])
+        return won
 
 
 def _alive(pid: int) -> bool:

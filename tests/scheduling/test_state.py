@@ -238,3 +238,61 @@ def test_the_cli_warns_when_no_scheduler_would_fire_the_schedule(plain_nb):
     Scheduler().renew()  # a scheduler beating now
     listed = run_cli("schedule", "list")
     assert "lonely" in listed.stdout and "no scheduler" not in listed.stderr
+
+
+def schedule_row(name):
+    from nb2prod.scheduling.models import ScheduleRow
+
+    with session() as s:
+        return s.scalar(select(ScheduleRow).where(ScheduleRow.name == name))
+
+
+def test_an_attempts_end_is_decided_and_notified_once_when_two_schedulers_see_it(plain_nb, tmp_path):
+    """The owner and a scheduler that took the fire over (the owner's lease lapsed) both read the fire as
+    running and both see its run fail: the fire is decided, and notified, once."""
+    marker = tmp_path / "notified"
+    schedules.add("s", str(plain_nb), "0 * * * *", notify_command=f"echo $NB2PROD_STATUS >> {marker}",
+                  now=T0 - timedelta(minutes=1))
+    clock, launcher = Clock(T0 + timedelta(seconds=1)), ScriptedLauncher()
+    owner, heir = scheduler(clock, launcher), scheduler(clock, launcher)
+    owner.tick()
+    (fire,) = fires("s")
+    launcher.states["run0"] = "failed"
+    for s in (owner, heir):
+        s._check(schedule_row("s"), fire, fire.started_at, clock())
+    for s in (owner, heir):
+        s.notifier.wait()
+    assert marker.read_text().split() == ["failed"]
+    assert fires("s")[0].status == "failed" and [a.status for a in attempts(fire.id)] == ["failed"]
+
+
+class StallingLauncher(ScriptedLauncher):
+    """A launch that takes longer than a lease; ``during`` runs in the middle of it."""
+
+    def __init__(self, during) -> None:
+        super().__init__()
+        self.during = during
+
+    def launch(self, schedule, parameters):
+        self.during()
+        return super().launch(schedule, parameters)
+
+
+def test_a_run_started_after_its_attempt_was_decided_elsewhere_is_cancelled_not_run_twice(plain_nb):
+    """While the owner's launch stalls past its lease, another scheduler takes the fire over, finds no run and
+    retries the fire; the owner's late run must not be recorded as the fire's (two runs of one job)."""
+    schedules.add("s", str(plain_nb), "0 * * * *", retries=1, retry_backoff_s=0, now=T0 - timedelta(minutes=1))
+    clock, heir_launcher = Clock(T0 + timedelta(seconds=1)), ScriptedLauncher()
+    heir = scheduler(clock, heir_launcher)
+
+    def stall():
+        clock.advance(seconds=LEASE_S + 1)
+        heir.tick()
+
+    stalling = StallingLauncher(stall)
+    assert scheduler(clock, stalling).tick() == 0
+    assert stalling.cancelled == ["run0"]
+    assert heir.tick() == 1
+    (fire,) = fires("s")
+    assert fire.attempts == 2 and fire.run_id == "run0" and fire.claimed_by == heir.id
+    assert [(a.status, a.run_id) for a in attempts(fire.id)] == [("interrupted", "run0"), ("running", "run0")]
