@@ -78,3 +78,34 @@ def make_notebook(path: Path, cells: list[tuple[str, list[str]]]) -> Path:
     nb = new_notebook(cells=[new_code_cell(src, metadata={"tags": tags} if tags else {}) for src, tags in cells])
     nbformat.write(nb, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (see tests/postgres.py); skipped only without its binaries."""
+    from tests.postgres import PostgresServer, binaries
+
+    bin_dir = binaries()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin "
+                    "(Debian/Ubuntu: apt-get install postgresql)")
+    server = PostgresServer(bin_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def store_url(request, tmp_path, monkeypatch) -> str:
+    """An empty run store of each kind, named by ``NB2PROD_DATABASE_URL`` (inherited by subprocesses): a SQLite
+    file under a private ``NB2PROD_HOME``, or a fresh database on the session's PostgreSQL server."""
+    monkeypatch.setenv("NB2PROD_HOME", str(tmp_path / "home"))
+    if request.param == "sqlite":
+        (tmp_path / "home").mkdir()
+        url = f"sqlite:///{tmp_path / 'home' / 'nb2prod.db'}"
+    else:
+        url = request.getfixturevalue("postgres").new_database()
+    monkeypatch.setenv("NB2PROD_DATABASE_URL", url)
+    return url

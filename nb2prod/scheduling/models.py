@@ -1,7 +1,7 @@
 """Tables of schedules, their fire records (the audit log), each fire's attempts, and the live schedulers.
 
-Covered by the store's schema version (``nb2prod.store.db.SCHEMA_VERSION``): a database written by a
-newer nb2prod is refused.
+Created and upgraded by the run store's migrations (``nb2prod/store/migrations/versions/``), never by these
+mappings: a change here needs a migration there.
 """
 
 from __future__ import annotations

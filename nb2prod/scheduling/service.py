@@ -63,7 +63,7 @@ class Scheduler:
         from nb2prod.scheduling.launch import Launcher
 
         self.clock = clock
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.id = f"{socket.gethostname()[:48]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"  # fits String(64)
         self.launcher = launcher or Launcher()
         self.grace_s = GRACE_S if grace_s is None else grace_s
         self.notifier = notify.Notifier()

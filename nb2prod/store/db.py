@@ -1,41 +1,62 @@
-"""Engine, declarative base and schema-version check for nb2prod's database.
+"""Engine, declarative base and sessions of nb2prod's database (the run store).
 
-``NB2PROD_DATABASE_URL`` selects any SQLAlchemy URL; the default is SQLite at
-``$NB2PROD_HOME/nb2prod.db`` (WAL mode, so readers never block the runner).
+``NB2PROD_DATABASE_URL`` selects the database: SQLite at ``$NB2PROD_HOME/nb2prod.db`` by default (WAL mode, so
+readers never block the runner), or a team's PostgreSQL (``postgresql+psycopg://user@host/db``; a plain
+``postgresql://`` URL means the same). The schema is created and upgraded by ``nb2prod.store.migrate`` when a
+process first uses the store; the tables' mappings live beside their API (``store.models``,
+``scheduling.models``) and never create anything themselves.
 """
 
 from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import Engine, Integer, String, create_engine, event, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from nb2prod.errors import Nb2ProdError
 from nb2prod.home import home_dir
-
-SCHEMA_VERSION = 1
 
 
 class Base(DeclarativeBase):
     """Declarative base of every nb2prod table (runs, stages, schedules)."""
 
 
-class Meta(Base):
-    __tablename__ = "nb2prod_meta"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[int] = mapped_column(Integer)
-
-
 def database_url() -> str:
     return os.environ.get("NB2PROD_DATABASE_URL") or f"sqlite:///{home_dir() / 'nb2prod.db'}"
 
 
+def _url(raw: str) -> URL:
+    try:
+        url = make_url(raw)
+    except ArgumentError:  # the text may hold a password: never echo it
+        raise Nb2ProdError("NB2PROD_DATABASE_URL is not a database URL; use e.g. "
+                           "postgresql+psycopg://USER@HOST:5432/DATABASE or sqlite:////path/nb2prod.db") from None
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def _options(url: URL) -> dict[str, Any]:
+    """Engine options per dialect."""
+    if url.get_backend_name() == "postgresql":
+        # long-lived servers and schedulers outlive server restarts and idle-connection reapers
+        return {"pool_pre_ping": True, "pool_recycle": 1800, "pool_size": 5, "max_overflow": 10,
+                "connect_args": {"application_name": "nb2prod", "connect_timeout": 10}}
+    return {}
+
+
 @lru_cache(maxsize=8)
-def _engine(url: str) -> Engine:
-    engine = create_engine(url)
-    if url.startswith("sqlite"):
+def _engine(raw: str) -> Engine:
+    from nb2prod.store import migrate
+
+    url = _url(raw)
+    engine = create_engine(url, **_options(url))
+    if url.get_backend_name() == "sqlite":
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
             cur = dbapi_conn.cursor()
@@ -43,25 +64,17 @@ def _engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
-    _ensure_schema(engine)
+    try:
+        migrate.ensure_current(engine)  # once per process and URL: the engine is cached
+    except OperationalError as exc:
+        engine.dispose()
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise Nb2ProdError(f"cannot open the run store {engine.url}: {reason}; check NB2PROD_DATABASE_URL") from None
     return engine
 
 
-def _ensure_schema(engine: Engine) -> None:
-    import nb2prod.scheduling.models  # noqa: F401  (register tables)
-    import nb2prod.store.models  # noqa: F401
-    Base.metadata.create_all(engine)
-    with Session(engine) as session, session.begin():
-        row = session.scalar(select(Meta).where(Meta.key == "schema_version"))
-        if row is None:
-            session.add(Meta(key="schema_version", value=SCHEMA_VERSION))
-        elif row.value > SCHEMA_VERSION:
-            raise Nb2ProdError(f"the nb2prod database {engine.url} has schema version {row.value}, newer than "
-                               f"this nb2prod understands ({SCHEMA_VERSION}); upgrade nb2prod")
-
-
 def engine() -> Engine:
-    """The engine for the current ``NB2PROD_HOME`` / ``NB2PROD_DATABASE_URL``."""
+    """The engine for the current ``NB2PROD_HOME`` / ``NB2PROD_DATABASE_URL``, its schema at the head revision."""
     return _engine(database_url())
 
 

@@ -1,4 +1,5 @@
-"""Tables of the run store: runs, their stages, and every stage attempt."""
+"""Tables of the run store: runs, their stages, and every stage attempt (created and upgraded by the
+migrations in ``nb2prod/store/migrations/versions/``: a change here needs a migration there)."""
 
 from __future__ import annotations
 

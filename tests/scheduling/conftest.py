@@ -1,4 +1,4 @@
-"""Scheduling fixtures: a private store per test (``NB2PROD_HOME`` → tmp) and a controllable clock."""
+"""Scheduling fixtures: a controllable clock, a scripted launcher, a notebook (the store: ``store_url``)."""
 
 from __future__ import annotations
 
@@ -48,13 +48,6 @@ class ScriptedLauncher:
     def cancel(self, run_id):
         self.cancelled.append(run_id)
         self.states[run_id] = "cancelled"
-
-
-@pytest.fixture
-def private_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("NB2PROD_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("NB2PROD_DATABASE_URL", raising=False)
-    return tmp_path / "home"
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
-"""The scheduler's decisions against a real SQLite store with an injected clock: claims, catch-up, max
-concurrent, retries, timeouts, lease take-over. Runs are the scripted launcher's (see conftest)."""
+"""The scheduler's decisions against a real store (SQLite; PostgreSQL in the slow lane) with an injected clock:
+claims, catch-up, max concurrent, retries, timeouts, lease take-over, races. Runs are the scripted launcher's
+(see conftest)."""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
 
 import pytest
@@ -16,7 +18,7 @@ from nb2prod.store.db import session
 from tests.conftest import run_cli
 from tests.scheduling.conftest import Clock, ScriptedLauncher, fires
 
-pytestmark = pytest.mark.usefixtures("private_home")
+pytestmark = pytest.mark.usefixtures("store_url")
 T0 = datetime(2026, 3, 1, 12, 0)
 
 
@@ -69,6 +71,32 @@ def test_a_due_time_is_claimed_once_by_two_schedulers(plain_nb):
     assert len(a.launched) + len(b.launched) == 1
     (fire,) = fires("s")
     assert fire.status == "running" and fire.attempts == 1 and fire.scheduled_time == T0 + timedelta(minutes=5)
+
+
+def test_schedulers_racing_for_one_due_time_start_one_run(plain_nb):
+    """Exactly once under real concurrency: schedulers on their own threads (own connections and transactions)
+    tick the same due time at the same moment."""
+    schedules.add("s", str(plain_nb), "*/5 * * * *", now=T0)
+    clock = Clock(T0 + timedelta(minutes=5, seconds=1))
+    launchers = [ScriptedLauncher() for _ in range(6)]
+    racers = [scheduler(clock, launcher) for launcher in launchers]
+    barrier, started, errors = threading.Barrier(len(racers)), [], []
+
+    def race(s):
+        try:
+            barrier.wait(30)
+            started.append(s.tick())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=race, args=(s,)) for s in racers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == [] and sum(started) == 1 and sum(len(x.launched) for x in launchers) == 1
+    (fire,) = fires("s")
+    assert fire.status == "running" and fire.attempts == 1 and len(attempts(fire.id)) == 1
 
 
 def test_templates_are_rendered_for_the_scheduled_time_in_the_schedule_tz(plain_nb):

@@ -12,10 +12,8 @@ from sqlalchemy import event
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    """A private, empty SQLite run store (``NB2PROD_HOME`` → tmp)."""
-    monkeypatch.setenv("NB2PROD_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("NB2PROD_DATABASE_URL", raising=False)
+def store(store_url):
+    """The engine of a private, empty run store: SQLite, and PostgreSQL in the slow lane (``store_url``)."""
     from nb2prod.store import db
 
     return db.engine()
