@@ -91,6 +91,9 @@ class _Builder:
             tags = raw.get("metadata", {}).get("tags", []) or []
             clean = clean_source(source)
             cell = _Cell(index, raw.get("id"), clean.code, grammar.parse_tags(list(tags)))
+            self.cells.append(cell)
+            if cell.tags.role == "skip":  # the pipeline never reads a skipped cell: not its header, tags or code
+                continue
             if clean.stage_header is not None:
                 try:
                     cell.tags.merge(grammar.parse_stage_magic(clean.stage_header))
@@ -98,10 +101,8 @@ class _Builder:
                     self.error(f"bad %%stage header: {exc}. Usage: {grammar.stage_magic_parser().usage}", cell)
             for problem in cell.tags.problems:
                 self.error(problem, cell)
-            if cell.tags.role != "skip":
-                for message in clean.errors:
-                    self.error(message, cell)
-            self.cells.append(cell)
+            for message in clean.errors:
+                self.error(message, cell)
 
     # --- 2. which cell belongs where -------------------------------------------------
     def build(self) -> PipelineSpec:
@@ -342,6 +343,8 @@ class _Builder:
     def _kale_metrics(self, order: list[str], defines: dict[str, set[str]]) -> None:
         for name, cell in self.kale_metric_names:
             definer = next((s for s in reversed(order) if name in defines[s]), None)
+            if definer is None and name in self.spec.parameters and order:
+                definer = order[-1]  # a parameter: every stage knows it; Kale's metrics step runs last
             if definer is None:
                 self.error(f"pipeline-metrics prints {name!r}, which no step defines", cell)
             elif name not in self.spec.stages[definer].metrics:

@@ -192,6 +192,21 @@ def test_shell_in_a_skip_cell_is_fine(build):
     assert build([("!pip install x", ["skip"]), ("x = 1", [])]).ok
 
 
+@pytest.mark.parametrize("cell", [("%%stage load --bogus\nx = 1", ["skip"]), ("%%stage\nx = 1", ["skip"]),
+                                  ("x = 1", ["skip", "stage:bad name", "retries:many"])])
+def test_a_skipped_cell_is_never_read_not_even_its_header_or_tags(build, cell):
+    spec = build([cell, ("y = 2", ["stage:only"])])
+    assert spec.ok, [e.message for e in spec.errors]
+    assert list(spec.stages) == ["only"]
+
+
+def test_kale_metrics_may_print_pipeline_parameters(build):
+    spec = build([("d1 = 5\nd2 = 6", ["pipeline-parameters"]), ("m = d1 * d2", ["step:make"]),
+                  ("total = m + 1", ["step:add", "prev:make"]), ("print(d1)\nprint(total)", ["pipeline-metrics"])])
+    assert spec.ok, [e.message for e in spec.errors]
+    assert spec.stages["add"].metrics == ["d1", "total"]
+
+
 @pytest.mark.parametrize("cells, fragment", [
     ([("a = 1\nprint(a)", ["parameters"])], "not NAME = literal"),
     ([("a = 1", ["parameters"]), ("b = 2", ["parameters"])], "second parameters cell"),

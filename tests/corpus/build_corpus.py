@@ -53,6 +53,16 @@ KALE_FUNCTIONS = [
     ("mean = statistics.mean(data)", ["step:stats"]),  # no prev: reads data from a non-ancestor (warning)
 ]
 
+# The shape of Kale's own test notebook pipeline_parameters_and_metrics.ipynb: pipeline-metrics prints two
+# pipeline parameters and a step's result (Kale accepts it).
+KALE_PARAMETERS_METRICS = [
+    ("import numpy as np", ["imports"]),
+    ("d1 = 5\nd2 = 6\nbooltest = True\nstrtest = 'test'", ["pipeline-parameters"]),
+    ("rnd_matrix = np.random.rand(d1, d2)", ["limit:nvidia.com/gpu:2", "step:create_matrix"]),
+    ("sum_result = rnd_matrix.sum()", ["prev:create_matrix", "step:sum_matrix"]),
+    ("print(d1)\nprint(d2)\nprint(sum_result)", ["pipeline-metrics"]),
+]
+
 NB2PROD_TAGS = [
     ("import math\nimport numpy as np", ["setup"]),
     ("epochs = 3\nlr = 0.01\nname = 'run'\nuse_gpu = False\nlayers = [8, 4]\nopts = {'a': 1}\nnote = None",
@@ -134,6 +144,7 @@ INVALID = {
 
 NOTEBOOKS = {
     "kale_basic": KALE_BASIC, "kale_legacy": KALE_LEGACY, "kale_functions": KALE_FUNCTIONS,
+    "kale_parameters_metrics": KALE_PARAMETERS_METRICS,
     "nb2prod_tags": NB2PROD_TAGS, "nb2prod_magics": NB2PROD_MAGICS, "papermill_plain": PAPERMILL_PLAIN,
     "untuned_sales": UNTUNED_SALES, "untuned_iris": UNTUNED_IRIS, "untuned_untagged": UNTUNED_UNTAGGED, **INVALID,
 }
