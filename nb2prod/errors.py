@@ -39,3 +39,9 @@ class ParameterError(UsageError):
 
 class RunNotFound(Nb2ProdError):
     """No run with that nb2prod or MLflow run id."""
+
+
+class ScheduleNotFound(UsageError):
+    """No schedule with that name (HTTP 404)."""
+
+    http_status = 404

@@ -98,7 +98,8 @@ def list_(as_json: bool) -> None:
         return
     table = Table("name", "cron", "when", "tz", "mode", "next fire (local)", "last status", box=None, pad_edge=False)
     for r in rows:
-        table.add_row(escape(r["name"]) + (" (paused)" if r["paused"] else ""), escape(r["cron"]), r["description"],
+        when = r["description"] or f"[red]{escape(r['problem'])}[/]"
+        table.add_row(escape(r["name"]) + (" (paused)" if r["paused"] else ""), escape(r["cron"]), when,
                       r["timezone"], r["mode"], "" if r["paused"] else (r["next_fire_times_local"] or [""])[0],
                       r["last_status"] or "")
     stdout.print(table)
@@ -118,7 +119,8 @@ def show(name: str, as_json: bool, limit: int) -> None:
     if as_json:
         click.echo(json.dumps(data))
         return
-    stdout.print(f"[bold]{escape(data['name'])}[/] {escape(data['cron'])} = {data['description']} "
+    stdout.print(f"[bold]{escape(data['name'])}[/] {escape(data['cron'])} = "
+                 f"{data['description'] or '[red]' + escape(data['problem']) + '[/]'} "
                  f"({data['timezone']}) {data['mode']} — "
                  f"{escape(data['notebook'])}{' (paused)' if data['paused'] else ''}\n"
                  f"next: {', '.join(data['next_fire_times_local'])}")

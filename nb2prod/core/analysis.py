@@ -17,6 +17,8 @@ import builtins
 import symtable
 from dataclasses import dataclass, field
 
+from nb2prod.core.source import UNPARSABLE
+
 MUTATING_METHODS = frozenset({
     "fit", "partial_fit", "append", "extend", "insert", "update", "pop", "remove", "clear",
     "sort", "reverse", "add", "discard", "setdefault", "set_params",
@@ -67,7 +69,7 @@ def is_blank(code: str) -> bool:
     """True when the code has no statements (only comments, or magics that were dropped)."""
     try:
         return not ast.parse(code).body
-    except SyntaxError:
+    except UNPARSABLE:
         return False
 
 

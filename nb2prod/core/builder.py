@@ -11,7 +11,7 @@ from typing import Any
 from nb2prod.core import analysis, grammar
 from nb2prod.core.analysis import BUILTIN_NAMES, CellFlow
 from nb2prod.core.params import jsonable, literal_type
-from nb2prod.core.source import clean_source
+from nb2prod.core.source import UNPARSABLE, clean_source
 from nb2prod.core.spec import CellCode, Issue, Parameter, PipelineSpec, Stage
 from nb2prod.errors import NotebookError
 
@@ -41,12 +41,35 @@ def read_notebook(path: str | Path) -> dict[str, Any]:
         raise NotebookError(f"{path}: cannot be read ({exc})") from None
     except json.JSONDecodeError as exc:
         raise NotebookError(f"{path}: not a notebook (invalid JSON at line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise NotebookError(f"{path}: not a notebook (JSON nested too deeply)") from None
     if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
         raise NotebookError(f"{path}: not a notebook (no 'cells' list)")
     if not isinstance(data.get("nbformat"), int) or data["nbformat"] < 4:
         raise NotebookError(f"{path}: nbformat {data.get('nbformat')!r} is too old; "
                             "open and save it in Jupyter to upgrade it to nbformat 4")
+    for index, cell in enumerate(data["cells"]):
+        problem = _malformed_cell(cell)
+        if problem:
+            raise NotebookError(f"{path}: not a valid notebook (cell {index}: {problem})")
     return data
+
+
+def _malformed_cell(cell: object) -> str | None:
+    """What makes a cell unreadable (the parts nb2prod reads), or None."""
+    if not isinstance(cell, dict):
+        return "not an object"
+    source, metadata = cell.get("source", ""), cell.get("metadata", {})
+    if not (isinstance(source, str) or isinstance(source, list) and all(isinstance(s, str) for s in source)):
+        return "'source' must be a string or a list of strings"
+    if not isinstance(metadata, dict):
+        return "'metadata' must be an object"
+    tags = metadata.get("tags") or []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        return "'metadata.tags' must be a list of strings"
+    if not isinstance(cell.get("id") or "", str) or not isinstance(cell.get("cell_type") or "", str):
+        return "'id' and 'cell_type' must be strings"
+    return None
 
 
 def build_spec(path: str | Path) -> PipelineSpec:
@@ -118,7 +141,10 @@ class _Builder:
         analyzed = [*self.setup, *(c for cs in self.stage_cells.values() for c in cs)]
         for cell in analyzed:
             if not self._failed(cell):
-                cell.flow = analysis.analyze(cell.code)
+                try:
+                    cell.flow = analysis.analyze(cell.code)
+                except UNPARSABLE:
+                    self.error("the cell is nested too deeply to analyse; split the expression", cell)
         analysis.ignore_module_mutations([c.flow for c in analyzed if c.flow])
         self._read_parameters()
         self._infer_flow()
@@ -152,7 +178,7 @@ class _Builder:
                 self.skipped.append(cell)
                 continue
             if tags.kale_metrics:
-                self.kale_metric_names += [(n, cell) for n in analysis.printed_names(cell.code)]
+                self._kale_metric_cell(cell)
                 continue
             if tags.stage:
                 if tags.stage in self.stage_cells and not kale:
@@ -174,13 +200,17 @@ class _Builder:
     def _continue_kale_block(self, block: _Cell, cell: _Cell) -> None:
         """Kale appends an untagged cell to the special block above it."""
         if block.tags.kale_metrics:
-            self.kale_metric_names += [(n, cell) for n in analysis.printed_names(cell.code)]
+            self._kale_metric_cell(cell)
             return
         if block.tags.role == "parameters":
             self.warn("Kale merges this cell into pipeline-parameters; nb2prod reads one parameters cell, "
                       "so it runs as setup and its values cannot be overridden: move them into that cell", cell)
         cell.tags.kale_setup_order = 2 if block.tags.role == "parameters" else block.tags.kale_setup_order
         self.setup.append(cell)
+
+    def _kale_metric_cell(self, cell: _Cell) -> None:
+        if not self._failed(cell):  # a cell with a syntax error already has its error
+            self.kale_metric_names += [(n, cell) for n in analysis.printed_names(cell.code)]
 
     def _pin_cell_errors_to_stages(self) -> None:
         stage_of = {c.index: name for name, cells in self.stage_cells.items() for c in cells}
@@ -390,7 +420,7 @@ def _defined_in(name: str, cells: list[_Cell]) -> bool:
         try:
             if name in analysis.analyze(cell.code).defines:
                 return True
-        except SyntaxError:
+        except UNPARSABLE:
             continue
     return False
 

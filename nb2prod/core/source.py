@@ -39,12 +39,16 @@ class CleanSource:
     errors: list[str] = field(default_factory=list)
 
 
+# What ``ast.parse`` raises for source it cannot parse: bad syntax, and nesting too deep for its stack.
+UNPARSABLE = (SyntaxError, ValueError, RecursionError, MemoryError)
+
+
 def clean_source(source: str) -> CleanSource:
     """Handle the magics of one cell. Pure Python cells are returned unchanged (fast path)."""
     try:
         ast.parse(source)
         return CleanSource(source)
-    except SyntaxError:
+    except UNPARSABLE:
         pass
     lines = source.split("\n")
     result = CleanSource("")
@@ -71,6 +75,8 @@ def clean_source(source: str) -> CleanSource:
             ast.parse(result.code)
         except SyntaxError as exc:
             result.errors.append(f"line {exc.lineno}: syntax error: {exc.msg}")
+        except UNPARSABLE:
+            result.errors.append("the cell cannot be parsed: it is nested too deeply or holds a NUL character")
     return result
 
 

@@ -3,6 +3,8 @@ which schedulers are alive."""
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,8 +14,8 @@ from sqlalchemy.exc import IntegrityError
 
 from nb2prod.core.builder import build_spec
 from nb2prod.core.params import validate_parameters
-from nb2prod.errors import NotebookError, UsageError, ValidationError
 from nb2prod.contracts import RunOptions
+from nb2prod.errors import NotebookError, ScheduleNotFound, UsageError, ValidationError
 from nb2prod.scheduling import timing
 from nb2prod.scheduling.launch import typed_values
 from nb2prod.scheduling.models import FireAttemptRow, FireRow, ScheduleRow
@@ -25,6 +27,11 @@ NO_SCHEDULER = ("no scheduler is running on this store, and schedules fire only 
                 "with --Nb2ProdServer.run_scheduler=True")
 CATCHUP = ("skip", "latest", "all")
 MODES = ("pipeline", "notebook")
+# The one schedule-name rule (CLI, API, REST): URL- and shell-safe. Rows named before it stay usable.
+NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# Bounds that keep every stored number usable by the scheduler and the database.
+INT_LIMITS = {"catchup_max": (1, 100_000), "max_concurrent": (1, 1_000), "retries": (0, 100)}
+SECONDS_LIMITS = {"timeout_s": (0, 366 * 86400), "retry_backoff_s": (0, 86400)}
 
 
 def add(name: str, notebook: str, cron: str, *, tz: str = "UTC", parameters: dict[str, Any] | None = None,
@@ -33,18 +40,16 @@ def add(name: str, notebook: str, cron: str, *, tz: str = "UTC", parameters: dic
         notify_url: str | None = None, notify_command: str | None = None, notify_on_success: bool = False,
         now=None) -> dict[str, Any]:
     """Validate everything, then store the schedule; a bad input stores nothing (UsageError / NotebookError)."""
+    _check_fields(name=name, notebook=notebook, tz=tz, parameters=parameters, mode=mode, options=options,
+                  catchup=catchup, catchup_max=catchup_max, max_concurrent=max_concurrent, timeout_s=timeout_s,
+                  retries=retries, retry_backoff_s=retry_backoff_s, notify_url=notify_url,
+                  notify_command=notify_command, notify_on_success=notify_on_success)
     path = Path(notebook).resolve()
-    if not name or len(name) > 128 or not name.isprintable():
-        raise UsageError("a schedule name must be 1-128 printable characters")
     timing.check_cron(cron, tz)
     if mode not in MODES:
         raise UsageError(f"mode must be one of {', '.join(MODES)}")
     if catchup not in CATCHUP:
         raise UsageError(f"catch-up must be one of {', '.join(CATCHUP)}")
-    if max_concurrent < 1 or retries < 0 or catchup_max < 1 or retry_backoff_s < 0:
-        raise UsageError("max concurrent and catch-up max must be >= 1; retries and retry backoff >= 0")
-    if timeout_s is not None and timeout_s <= 0:
-        raise UsageError("timeout must be a positive number of seconds")
     if notify_url and not notify_url.startswith(("http://", "https://")):
         raise UsageError(f"notify URL {notify_url!r} must be http:// or https://")
     parameters = parameters or {}
@@ -81,6 +86,39 @@ def add(name: str, notebook: str, cron: str, *, tz: str = "UTC", parameters: dic
     return show(name)
 
 
+def check_name(name: object) -> str:
+    """The schedule-name rule; a UsageError naming it otherwise."""
+    if not isinstance(name, str) or not NAME_RULE.fullmatch(name):
+        raise UsageError(f"schedule name {name!r}: use 1-128 letters, digits, '_', '-' and '.', starting with a "
+                         "letter or digit")
+    return name
+
+
+def _check_fields(**fields: Any) -> None:
+    """Types and bounds of add()'s arguments (REST bodies reach add() as decoded JSON)."""
+    check_name(fields["name"])
+    kinds = {"notebook": (str,), "tz": (str,), "mode": (str,), "catchup": (str,), "parameters": (dict, type(None)),
+             "options": (dict, type(None)), "notify_url": (str, type(None)), "notify_command": (str, type(None)),
+             "notify_on_success": (bool,), **dict.fromkeys(INT_LIMITS, (int,)),
+             **dict.fromkeys(SECONDS_LIMITS, (int, float, type(None)))}
+    for field, allowed in kinds.items():
+        value = fields[field]
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            wanted = " or ".join("null" if k is type(None) else {"str": "a string", "dict": "an object", "bool":
+                                 "true or false", "int": "an integer", "float": "a number"}[k.__name__]
+                                 for k in allowed)
+            raise UsageError(f"{field!r} must be {wanted}, got {type(value).__name__}")
+    for field, (low, high) in INT_LIMITS.items():
+        if not low <= fields[field] <= high:
+            raise UsageError(f"{field!r} must be from {low} to {high}, got {fields[field]}")
+    for field, (low, high) in SECONDS_LIMITS.items():
+        value = fields[field]
+        if value is not None and not (math.isfinite(value) and low <= value <= high
+                                      and (value > 0 or field != "timeout_s")):
+            raise UsageError(f"{field!r} must be a number of seconds from {low} to {high}"
+                             + (" (above 0)" if field == "timeout_s" else "") + f", got {value}")
+
+
 def preview(cron: str, tz: str = "UTC", count: int = 5) -> dict[str, Any]:
     """The next ``count`` fire times of a cron expression (for a UI's preview); UsageError when invalid."""
     timing.check_cron(cron, tz)
@@ -94,10 +132,22 @@ def _when(cron: str, tz: str, after: datetime, count: int) -> dict[str, Any]:
             "next_fire_times_local": [timing.local(t, tz).isoformat() for t in times]}
 
 
+def _when_or_problem(row: ScheduleRow, count: int) -> dict[str, Any]:
+    """``_when`` of a stored row; a row stored before today's checks (an ``R`` field, a zone since removed) gets a
+    ``problem`` instead of breaking every list it is in."""
+    try:
+        timing.check_cron(row.cron, row.timezone)
+        return {**_when(row.cron, row.timezone, max(row.considered_until, utcnow()), count), "problem": None}
+    except Exception as exc:  # noqa: BLE001 - shown on the row; the row stays listable and removable
+        reason = exc.message if isinstance(exc, UsageError) else "its cron expression cannot be read"
+        return {"description": None, "next_fire_times": [], "next_fire_times_local": [],
+                "problem": f"{reason}; remove this schedule and add it again"}
+
+
 def _get(s, name: str) -> ScheduleRow:
     row = s.scalar(select(ScheduleRow).where(ScheduleRow.name == name))
     if row is None:
-        raise UsageError(f"no schedule named {name!r}")
+        raise ScheduleNotFound(f"no schedule named {name!r}")
     return row
 
 
@@ -120,7 +170,7 @@ def show(name: str, history: int = 50) -> dict[str, Any]:
         "parameters": row.parameters, "options": row.options, "catchup": row.catchup,
         "max_concurrent": row.max_concurrent, "timeout_s": row.timeout_s, "retries": row.retries,
         "notify_url": row.notify_url, "paused": row.paused,
-        **_when(row.cron, row.timezone, max(row.considered_until, utcnow()), 3),
+        **_when_or_problem(row, 3),
         "last_status": fires[0].status if fires else None,
         "fires": [{"scheduled_time": f.scheduled_time.isoformat() + "Z", "status": f.status, "reason": f.reason,
                    "attempts": f.attempts, "run_id": f.run_id, "mlflow_run_id": f.mlflow_run_id,

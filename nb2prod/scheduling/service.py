@@ -34,6 +34,7 @@ LEASE_S = float(os.environ.get("NB2PROD_SCHEDULER_LEASE_S", 30))
 GRACE_S = float(os.environ.get("NB2PROD_SCHEDULER_GRACE_S", 90))  # older than this when first seen = missed
 ACTIVE = ("running", "retrying")  # a run of the schedule is going (counts against max concurrent)
 OPEN = ("queued", *ACTIVE)  # the fire is not decided yet; its claimer holds a lease
+MAX_BACKOFF_S = 86400.0  # exponential retry backoff stops growing at a day
 
 
 def utcnow() -> datetime:
@@ -74,7 +75,13 @@ class Scheduler:
         with session() as s:
             schedules = s.scalars(select(ScheduleRow).where(ScheduleRow.paused.is_(False),
                                                             ScheduleRow.next_fire_at <= now)).all()
-        started = sum(self._fire_due(schedule, now) for schedule in schedules)
+        started = 0
+        for schedule in schedules:
+            try:
+                started += self._fire_due(schedule, now)
+            except Exception:  # noqa: BLE001 - one unreadable row (a legacy cron expression) never stops the others
+                log.exception("schedule %s: cannot decide its fire times; `nb2prod schedule show` says why",
+                              schedule.name)
         return started + self._watch(now)
 
     def renew(self) -> None:
@@ -247,7 +254,7 @@ class Scheduler:
         or decide the fire. A compare-and-set on the fire (still ``running`` that attempt with that run): when
         two schedulers see the same end, one decides, retries and notifies; False for the other."""
         retry = status not in ("done", "cancelled") and attempt <= schedule.retries
-        delay = schedule.retry_backoff_s * 2 ** (attempt - 1)
+        delay = min(schedule.retry_backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
         final = status if status in ("done", "cancelled") else "failed"
         values = (dict(status="retrying", error=error, next_attempt_at=now + timedelta(seconds=delay)) if retry
                   else dict(status=final, error=error, ended_at=now))

@@ -19,17 +19,26 @@ from nb2prod.errors import UsageError
 
 TEMPLATE = re.compile(r"\{\{\s*scheduled_time\s*(?:([+-])\s*(\d+)\s*([dhm]))?\s*(?::([^}]*?))?\s*\}\}")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+RANDOM_FIELD = re.compile(r"^[RH](\(|/|$)", re.IGNORECASE)  # croniter's random / hashed field values
 # The cron aliases croniter accepts, as the 5-field expressions they stand for (cron_descriptor wants fields).
 ALIASES = {"@midnight": "0 0 * * *", "@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0",
            "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *"}
 
 
 def check_cron(expr: str, tz: str) -> None:
-    """Raise a UsageError for a bad cron expression or timezone."""
+    """Raise a UsageError unless the expression and timezone are what a schedule can store: a 5-field (or alias)
+    expression that fires, has one meaning (croniter's ``R``/``H`` random and hashed fields are refused: ``R``
+    re-randomises on every parse, so the fire time would change under a running scheduler), and is described in
+    words; an IANA timezone."""
+    if not isinstance(expr, str) or not isinstance(tz, str):
+        raise UsageError("the cron expression and the timezone must be strings")
     try:
         ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise UsageError(f"unknown timezone {tz!r}; use an IANA name such as Europe/Paris or UTC") from None
+    if any(RANDOM_FIELD.match(part) for part in re.split(r"[\s,]+", expr.strip())):
+        raise UsageError(f"cron expression {expr!r}: random (R) and hashed (H) fields are not supported; "
+                         "pick the minute and hour yourself, e.g. 17 2 * * *")
     if not croniter.is_valid(expr) or (not expr.startswith("@") and len(expr.split()) != 5):
         raise UsageError(f"invalid cron expression {expr!r}; use 5 fields (m h dom mon dow) or "
                          "@hourly/@daily/@weekly")
@@ -37,6 +46,13 @@ def check_cron(expr: str, tz: str) -> None:
         croniter(expr).get_next(datetime)
     except CroniterBadDateError:
         raise UsageError(f"cron expression {expr!r} never fires (no such date, e.g. February 30)") from None
+    except Exception:  # noqa: BLE001 - croniter's other refusals of what is_valid let through
+        raise UsageError(f"invalid cron expression {expr!r}") from None
+    try:
+        describe(expr)
+    except Exception:  # noqa: BLE001 - cron_descriptor's errors: an expression nb2prod cannot show
+        raise UsageError(f"cron expression {expr!r} is not supported (it cannot be described); use 5 plain "
+                         "fields (m h dom mon dow) or @hourly/@daily/@weekly") from None
 
 
 def describe(expr: str) -> str:

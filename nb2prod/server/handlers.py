@@ -1,19 +1,24 @@
 """REST handlers under ``/nb2prod/``: thin adapters over :mod:`nb2prod.api`.
 
-Every handler is ``@tornado.web.authenticated`` (403 without a token) and inherits the server's XSRF
-checks from ``APIHandler``. Errors are mapped in exactly one place, :meth:`Nb2ProdHandler.write_error`:
-user errors (``Nb2ProdError``) become 4xx with ``{"error": message, ...}``, anything else a 500 with a
-one-line message, never a traceback. Calls into the api run on a thread so the event loop stays free.
+Every handler is ``@tornado.web.authenticated`` (403 without a token), then ``@authorized`` by the server's
+Authorizer on resource ``nb2prod`` (403 otherwise): reading is ``read``, starting / cancelling runs and run-now
+``execute``, adding / pausing / resuming / removing schedules ``write``. Handlers inherit the server's XSRF checks
+from ``APIHandler``. Errors are mapped in exactly one place, :meth:`Nb2ProdHandler.write_error`: user errors
+(``Nb2ProdError``) become 4xx with ``{"error": message, ...}``; anything else is logged with its traceback and
+answered 500 with a fixed message that carries no internals. Calls into the api run on a thread so the event
+loop stays free.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Callable
 
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
@@ -22,15 +27,16 @@ from traitlets import Bool, Unicode
 from traitlets.config import LoggingConfigurable
 
 from nb2prod.contracts import mlflow_link
-from nb2prod.contracts.options import path_fields
 from nb2prod.errors import Nb2ProdError, RunNotFound, UsageError
-from nb2prod.server.paths import confine, relative
+from nb2prod.server.paths import confine, confine_options, relative
 
+RESOURCE = "nb2prod"  # the Authorizer's resource name for every nb2prod endpoint
 RUN_ID = r"(?P<run_id>[A-Za-z0-9_.-]+)"
-SCHEDULE = r"(?P<name>[A-Za-z0-9_.-]+)"
+# Any URL-encoded name reaches a schedule: names made before the name rule stay listable and removable;
+# new names follow ``schedules.NAME_RULE``, which every name it allows matches here.
+SCHEDULE = r"(?P<name>[^/]+)"
 MAX_LIMIT = 500
-# RunOptions fields that name files: confined to the server root like ``path`` (name -> must exist).
-PATH_OPTIONS = {name: kind == "input" for name, kind in path_fields().items()}
+INTERNAL_ERROR = "internal error in nb2prod; the server log has the details"
 
 
 class Nb2ProdServer(LoggingConfigurable):
@@ -63,6 +69,8 @@ def http_status(exc: BaseException | None, default: int) -> int:
 class Nb2ProdHandler(APIHandler):
     """Base of the nb2prod handlers: JSON body parsing, the api on a thread, the one error mapper."""
 
+    auth_resource = RESOURCE
+
     @property
     def nb2prod(self) -> Nb2ProdServer:
         return self.settings["nb2prod_server"]
@@ -86,7 +94,7 @@ class Nb2ProdHandler(APIHandler):
     def int_argument(self, name: str, default: int, high: int) -> int:
         """An integer query argument from 1 to ``high``; a UsageError (400) otherwise."""
         text = self.get_query_argument(name, str(default))
-        if not text.isdigit() or not 1 <= int(text) <= high:
+        if not re.fullmatch(r"[0-9]{1,9}", text) or not 1 <= int(text) <= high:
             raise UsageError(f"{name!r} must be an integer from 1 to {high}, got {text!r}")
         return int(text)
 
@@ -114,8 +122,8 @@ class Nb2ProdHandler(APIHandler):
             body = exc.to_dict()
         elif isinstance(exc, web.HTTPError):
             body = {"error": exc.log_message or exc.reason or HTTPStatus(status).phrase}
-        elif exc is not None:
-            body = {"error": f"internal error in nb2prod ({type(exc).__name__}: {exc}); see the server log"}
+        elif exc is not None or status >= 500:  # logged with its traceback by log_exception; never sent
+            body = {"error": INTERNAL_ERROR}
         else:
             body = {"error": self._reason or "error"}
         self.set_status(status)
@@ -131,9 +139,10 @@ class Nb2ProdHandler(APIHandler):
 
 
 class CheckHandler(Nb2ProdHandler):
-    """``POST /nb2prod/check {path}`` → the pipeline spec, validation errors included."""
+    """``POST /nb2prod/check {path}`` → the pipeline spec, validation errors included (a read)."""
 
     @web.authenticated
+    @authorized("read", resource=RESOURCE)
     async def post(self) -> None:
         from nb2prod import api
 
@@ -146,6 +155,7 @@ class RunsHandler(Nb2ProdHandler):
     """``GET /nb2prod/runs[?notebook=PATH&limit=N]``; ``POST /nb2prod/runs {path, parameters, ...options}``."""
 
     @web.authenticated
+    @authorized("read", resource=RESOURCE)
     async def get(self) -> None:
         from nb2prod import api
 
@@ -156,16 +166,15 @@ class RunsHandler(Nb2ProdHandler):
         self.reply([self.present(r) for r in runs])
 
     @web.authenticated
+    @authorized("execute", resource=RESOURCE)
     async def post(self) -> None:
         from nb2prod import api
         from nb2prod.contracts import RunOptions
+        from nb2prod.home import home_dir
 
         body = self.json_body()
         path = confine(self.root, body.pop("path", None))
-        for name, must_exist in PATH_OPTIONS.items():
-            if body.get(name) is not None:
-                body[name] = str(confine(self.root, body[name], field=name, must_exist=must_exist))
-        options = RunOptions.from_dict(body)
+        options = RunOptions.from_dict(confine_options(self.root, body, home_dir()))
         run_id = await self.blocking(api.start_run, path, options)
         self.set_header("Location", url_path_join(self.base_url, "nb2prod", "runs", run_id))
         self.reply({"id": run_id}, status=201)
@@ -175,6 +184,7 @@ class RunHandler(Nb2ProdHandler):
     """``GET /nb2prod/runs/{id}`` (an nb2prod run id or MLflow run id) → the run record."""
 
     @web.authenticated
+    @authorized("read", resource=RESOURCE)
     async def get(self, run_id: str) -> None:
         from nb2prod import api
 
@@ -185,6 +195,7 @@ class CancelHandler(Nb2ProdHandler):
     """``POST /nb2prod/runs/{id}/cancel`` → the run record (its runner stops within a heartbeat)."""
 
     @web.authenticated
+    @authorized("execute", resource=RESOURCE)
     async def post(self, run_id: str) -> None:
         from nb2prod import api
 
@@ -198,20 +209,23 @@ class SchedulesHandler(Nb2ProdHandler):
               "max_concurrent", "timeout_s", "retries", "notify_url", "notify_on_success"}
 
     @web.authenticated
+    @authorized("read", resource=RESOURCE)
     async def get(self) -> None:
         from nb2prod.scheduling import schedules
 
         self.reply(await self.blocking(schedules.list_all))
 
     @web.authenticated
+    @authorized("write", resource=RESOURCE)
     async def post(self) -> None:
+        from nb2prod.home import home_dir
         from nb2prod.scheduling import schedules
 
         body = self.json_body(self.FIELDS)
         path = confine(self.root, body.pop("path", None))
+        if "options" in body:
+            body["options"] = confine_options(self.root, body["options"], home_dir())
         name, cron = body.pop("name", None), body.pop("cron", None)
-        if not isinstance(name, str) or not isinstance(cron, str):
-            raise UsageError("'name' and 'cron' must be strings")
         self.reply(await self.blocking(schedules.add, name, str(path), cron, **body), status=201)
 
 
@@ -220,6 +234,7 @@ class SchedulePreviewHandler(Nb2ProdHandler):
     times (400 with the reason when the expression or zone is invalid); stores nothing."""
 
     @web.authenticated
+    @authorized("read", resource=RESOURCE)
     async def get(self) -> None:
         from nb2prod.scheduling import schedules
 
@@ -231,6 +246,7 @@ class SchedulersHandler(Nb2ProdHandler):
     """``GET /nb2prod/schedulers``: the live schedulers of the store and a warning when none runs."""
 
     @web.authenticated
+    @authorized("read", resource=RESOURCE)
     async def get(self) -> None:
         from nb2prod.scheduling import schedules
 
@@ -239,15 +255,17 @@ class SchedulersHandler(Nb2ProdHandler):
 
 class ScheduleHandler(Nb2ProdHandler):
     """``GET /nb2prod/schedules/{name}[?history=N]`` (the schedule and its N newest fires, default 50);
-    ``DELETE`` it; ``POST .../{name}/(pause|resume|run-now)``."""
+    ``DELETE`` it."""
 
     @web.authenticated
+    @authorized("read", resource=RESOURCE)
     async def get(self, name: str) -> None:
         from nb2prod.scheduling import schedules
 
         self.reply(await self.blocking(schedules.show, name, self.int_argument("history", 50, MAX_LIMIT)))
 
     @web.authenticated
+    @authorized("write", resource=RESOURCE)
     async def delete(self, name: str) -> None:
         from nb2prod.scheduling import schedules
 
@@ -255,14 +273,31 @@ class ScheduleHandler(Nb2ProdHandler):
         self.reply({"removed": name})
 
     @web.authenticated
+    async def post(self, name: str) -> None:
+        raise web.HTTPError(405, "POST to a schedule needs an action: .../pause, .../resume or .../run-now")
+
+
+class SchedulePauseHandler(Nb2ProdHandler):
+    """``POST /nb2prod/schedules/{name}/(pause|resume)`` → the schedule."""
+
+    @web.authenticated
+    @authorized("write", resource=RESOURCE)
     async def post(self, name: str, action: str) -> None:
         from nb2prod.scheduling import schedules
 
-        if action == "run-now":
-            self.reply(await self.blocking(schedules.run_now, name))
-            return
         await self.blocking(schedules.set_paused, name, action == "pause")
         self.reply(await self.blocking(schedules.show, name, 1))
+
+
+class RunNowHandler(Nb2ProdHandler):
+    """``POST /nb2prod/schedules/{name}/run-now`` → the fire it started."""
+
+    @web.authenticated
+    @authorized("execute", resource=RESOURCE)
+    async def post(self, name: str) -> None:
+        from nb2prod.scheduling import schedules
+
+        self.reply(await self.blocking(schedules.run_now, name))
 
 
 def setup_handlers(serverapp: Any) -> None:
@@ -278,7 +313,8 @@ def setup_handlers(serverapp: Any) -> None:
         ("schedule-preview", SchedulePreviewHandler),
         ("schedulers", SchedulersHandler),
         (f"schedules/{SCHEDULE}", ScheduleHandler),
-        (f"schedules/{SCHEDULE}/(?P<action>pause|resume|run-now)", ScheduleHandler),
+        (f"schedules/{SCHEDULE}/(?P<action>pause|resume)", SchedulePauseHandler),
+        (f"schedules/{SCHEDULE}/run-now", RunNowHandler),
     ]
     web_app.add_handlers(".*$", [(url_path_join(base, "nb2prod", route), handler) for route, handler in routes])
     serverapp.log.info("nb2prod: REST API at %s", url_path_join(base, "nb2prod"))
