@@ -4,6 +4,7 @@ claims, catch-up, max concurrent, retries, timeouts, lease take-over, races. Run
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import datetime, timedelta
 
@@ -324,3 +325,33 @@ def test_a_run_started_after_its_attempt_was_decided_elsewhere_is_cancelled_not_
     (fire,) = fires("s")
     assert fire.attempts == 2 and fire.run_id == "run0" and fire.claimed_by == heir.id
     assert [(a.status, a.run_id) for a in attempts(fire.id)] == [("interrupted", "run0"), ("running", "run0")]
+
+
+def test_a_row_stored_before_todays_checks_breaks_no_list_and_is_removable(plain_nb):
+    from nb2prod.scheduling.models import ScheduleRow
+
+    with session() as s, s.begin():  # rows an older nb2prod let in: a random minute, a zone that no longer exists
+        for name, cron, tz in (("old name", "R 2 * * *", "UTC"), ("old zone", "0 2 * * *", "Atlantis/Capital")):
+            s.add(ScheduleRow(name=name, notebook=str(plain_nb), cron=cron, timezone=tz, parameters={},
+                              options={}, created_at=T0, considered_until=T0, next_fire_at=T0))
+    row = schedules.add("fine", str(plain_nb), "@daily")
+    rows = schedules.list_all()
+    assert [r["name"] for r in rows] == ["fine", "old name", "old zone"]
+    assert "random (R)" in rows[1]["problem"] and "unknown timezone" in rows[2]["problem"]
+    due = datetime.fromisoformat(row["next_fire_times"][0][:-1]) + timedelta(seconds=1)
+    assert scheduler(Clock(due)).tick() == 1  # the unreadable rows do not stop the good one
+    listed = run_cli("schedule", "list")
+    assert listed.returncode == 0 and "old zone" in listed.stdout and "Traceback" not in listed.stderr
+    listed = run_cli("schedule", "list", "--json")
+    assert listed.returncode == 0 and "random (R)" in json.loads(listed.stdout)[1]["problem"]
+    for name in ("old name", "old zone"):
+        assert run_cli("schedule", "remove", name).returncode == 0
+    assert [r["name"] for r in schedules.list_all()] == ["fine"]
+
+
+@pytest.mark.parametrize("name", ["", "two words", "a/b", "-flag", ".hidden", "x" * 129, "ünïcode"])
+def test_one_name_rule(plain_nb, name):
+    with pytest.raises(UsageError, match="schedule name"):
+        schedules.add(name, str(plain_nb), "@daily")
+    result = run_cli("schedule", "add", "--cron", "@daily", "--", name, str(plain_nb))
+    assert result.returncode == 2 and "schedule name" in result.stderr

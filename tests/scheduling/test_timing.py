@@ -43,6 +43,14 @@ def test_invalid_cron(expr):
         timing.check_cron(expr, "UTC")
 
 
+@pytest.mark.parametrize("expr", ["R 2 * * *", "r 2 * * *", "0 R * * *", "H 2 * * *", "H(0-29) 2 * * *",
+                                  "0 0 * JAN,R *"])
+def test_random_and_hashed_fields_are_refused(expr):
+    with pytest.raises(UsageError, match="random .R. and hashed .H. fields are not supported"):
+        timing.check_cron(expr, "UTC")
+    assert timing.check_cron("0 2 * * THU,SAT", "UTC") is None  # day and month names are no R/H fields
+
+
 @pytest.mark.parametrize("tz", ["Nowhere/City", "../etc/passwd", ""])
 def test_unknown_timezone(tz):
     with pytest.raises(UsageError, match="timezone"):
