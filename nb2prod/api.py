@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nb2prod import __version__
+from nb2prod import __version__, secret
 from nb2prod.core.builder import build_spec, read_notebook
-from nb2prod.core.params import resolved_parameters, validate_parameters
+from nb2prod.core.params import infer_value, resolved_parameters, validate_parameters
 from nb2prod.core.spec import PipelineSpec, load_spec
 from nb2prod.core.status import RunStatus
 from nb2prod.errors import NotebookError, UsageError, ValidationError
@@ -21,7 +21,6 @@ from nb2prod.home import default_tracking_uri, run_dir
 from nb2prod.contracts import RunOptions
 from nb2prod.store import runs as store
 
-MASK = "***"
 
 
 @dataclass
@@ -63,16 +62,19 @@ def prepare(path: str | Path, options: RunOptions) -> Prepared:
     for name in [*options.force, *options.stages]:
         if name not in spec.stages:
             raise UsageError(f"unknown stage {name!r}; the stages are: {', '.join(spec.stages)}")
-    overrides = validate_parameters(spec, options.parameters)
-    unknown_secrets = [s for s in options.secrets if s not in spec.parameters]
+    hidden = secret.names(options.secrets)
+    unknown_secrets = [s for s in secret.references(options.secrets) if s not in spec.parameters]
     if unknown_secrets:
         raise UsageError(f"--secret names unknown parameter(s): {', '.join(unknown_secrets)}")
+    from_env = {name: text if spec.parameters[name].type in ("str", "any", "None") else infer_value(text)
+                for name, text in secret.from_environment(options.secrets, options.parameters).items()}
+    overrides = validate_parameters(spec, {**options.parameters, **from_env}, hidden=hidden)
     missing_env = [name for name in options.env if name not in os.environ]
     if missing_env:
         raise UsageError(f"--env names variable(s) not set in this environment: {', '.join(missing_env)}")
     env = {name: os.environ[name] for name in options.env}
-    shown = {k: (MASK if k in options.secrets else v) for k, v in resolved_parameters(spec, overrides).items()}
-    secret_values = [str(overrides[k]) for k in options.secrets if k in overrides and str(overrides[k])]
+    shown = secret.stored_parameters(resolved_parameters(spec, overrides), options.secrets)
+    secret_values = [str(overrides[k]) for k in hidden if k in overrides and str(overrides[k])]
     secret_values += [v for v in env.values() if v]
     return Prepared(path, spec, notebook, hashlib.sha256(raw).hexdigest(), overrides, shown, secret_values, env,
                     _absolute_uri(options.tracking_uri or default_tracking_uri()),
@@ -131,11 +133,15 @@ def start_run(path: str | Path, options: RunOptions | None = None, *, origin: st
     run_id = store.new_run_id()
     _create(run_id, prepared, options, origin)
     directory = run_dir(run_id)
-    (directory / "options.json").write_text(json.dumps(options.to_dict()))
+    stored = {**options.to_dict(), "parameters": secret.stored_parameters(options.parameters, options.secrets)}
+    fd = os.open(directory / "options.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:  # secret values stay out of it: the runner gets them in its environment
+        f.write(json.dumps(stored))
     with open(directory / "runner.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "nb2prod", "run", str(prepared.path), "--run-id", run_id,
              "--options-file", str(directory / "options.json"), "--origin", origin, "--quiet"],
+            env=secret.runner_environment(options.parameters, options.secrets),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             cwd=str(prepared.path.parent))
     store.update_run(run_id, pid=proc.pid)
@@ -143,15 +149,20 @@ def start_run(path: str | Path, options: RunOptions | None = None, *, origin: st
 
 
 def get_run(run_id: str) -> dict[str, Any]:
-    """The run record for an nb2prod run id or MLflow parent run id (raises RunNotFound)."""
+    """The run record for an nb2prod run id or MLflow parent run id (raises RunNotFound); its
+    ``tracking_uri`` without credentials (``options`` keep the URI a resume needs)."""
     _close_interrupted()
-    return store.get_run(run_id)
+    return _shown(store.get_run(run_id))
 
 
 def list_runs(notebook: str | Path | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """Recent runs, newest first; ``notebook`` filters by notebook path."""
     _close_interrupted()
-    return store.list_runs(str(Path(notebook).resolve()) if notebook else None, limit)
+    return [_shown(r) for r in store.list_runs(str(Path(notebook).resolve()) if notebook else None, limit)]
+
+
+def _shown(record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "tracking_uri": secret.redact_uri(record.get("tracking_uri"))}
 
 
 def cancel_run(run_id: str) -> dict[str, Any]:
@@ -174,8 +185,7 @@ def _runtime_env(spec: PipelineSpec, options: RunOptions) -> dict[str, Any] | No
 
 
 def _create(run_id: str, prepared: Prepared, options: RunOptions, origin: str) -> None:
-    masked = options.to_dict()
-    masked["parameters"] = {k: (MASK if k in options.secrets else v) for k, v in options.parameters.items()}
+    masked = {**options.to_dict(), "parameters": secret.stored_parameters(options.parameters, options.secrets)}
     store.create_run(run_id, prepared.spec.notebook, dict.fromkeys(prepared.spec.stages), notebook_sha256=prepared.sha256,
                      parameters=prepared.shown, options=masked, origin=origin, resumed_from=options.resume_from)
     store.update_run(run_id, tracking_uri=prepared.tracking_uri)

@@ -13,6 +13,8 @@ import pytest
 
 # Ray reads this when imported: set it before any test module imports ray (see nb2prod.runner.cluster).
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+# A variable of the process that starts the session's cluster which the cluster must not get (only what Ray needs).
+os.environ["CANARY_SECRET_NOT_FOR_RAY"] = "canary"
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "example_notebooks" / "pipeline.ipynb"

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from nb2prod import secret
 from nb2prod.cli import cli
 from nb2prod.cli.render import stderr
 from nb2prod.contracts import location
@@ -31,14 +32,16 @@ def run(notebook: str, as_json: bool, quiet: bool, run_id: str | None, options_f
         **kw: Any) -> None:
     """Run NOTEBOOK (or a compiled pipeline.json) as a pipeline on Ray, tracked in MLflow."""
     try:
-        if options_file:
+        if options_file:  # a detached run (api.start_run): inline secret values come in the environment
             chosen = RunOptions.from_dict(json.loads(Path(options_file).read_text()))
+            chosen.parameters.update(secret.take_inline_values())
         else:
             chosen = from_click(RUN, kw)
-        if chosen.resume_from and not chosen.parameters:  # same parameters as the resumed run
+        if chosen.resume_from:  # the resumed run's parameters and secrets, except those given now
             from nb2prod import api
 
-            chosen.parameters = api.get_run(chosen.resume_from)["options"].get("parameters", {})
+            before = api.get_run(chosen.resume_from)["options"]
+            chosen.parameters, chosen.secrets = secret.resumed(before, chosen.parameters, chosen.secrets)
         execute(notebook, chosen, as_json=as_json, quiet=quiet, run_id=run_id, origin=origin)
     except Nb2ProdError as exc:
         if not as_json:

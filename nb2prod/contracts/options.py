@@ -81,8 +81,9 @@ class RunOptions:
                                      help="Resume that run: rerun its failed and unrun stages.")
     gpu_fallback: GpuFallback = option("fail", kind="choice", flags=("--gpu-fallback",), choices=("fail", "cpu"),
                                        help="What a gpu stage does on a cluster without GPUs.")
-    secrets: list[str] = option(kind="strings", flags=("--secret",), metavar="NAME", fronts=NEW_RUN,
-                                help="Parameter whose value is never recorded.")
+    secrets: list[str] = option(kind="strings", flags=("--secret",), metavar="NAME[=ENV_VAR]", fronts=NEW_RUN,
+                                help="Secret parameter, its value stored and shown nowhere: NAME takes its -p "
+                                     "value; NAME=ENV_VAR reads ENV_VAR when each run starts (schedules: each fire).")
     env: list[str] = option(kind="strings", flags=("--env",), metavar="NAME",
                             help="Environment variable passed to stages, never recorded.")
     cache_dir: str | None = option(kind="string", flags=("--cache-dir",), path="dir", fronts=NEW_RUN,

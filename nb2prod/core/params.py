@@ -94,19 +94,20 @@ def jsonable(value: object) -> object:
     return value
 
 
-def validate_parameters(spec: PipelineSpec, values: dict[str, Any]) -> dict[str, Any]:
+def validate_parameters(spec: PipelineSpec, values: dict[str, Any], hidden: Iterable[str] = ()) -> dict[str, Any]:
     """Check names and types against the notebook's parameters; return the checked overrides.
 
     An int is accepted (and converted) where the default is a float; parameters whose default is
-    None or not a literal (type ``any``) accept any value; every other mismatch is an error.
+    None or not a literal (type ``any``) accept any value; every other mismatch is an error. The error for a
+    parameter in ``hidden`` (secrets) names the types only, never the value or the default.
     """
-    known = spec.parameters
+    known, hidden = spec.parameters, set(hidden)
     checked: dict[str, Any] = {}
     for name, value in values.items():
         if name not in known:
             listing = ", ".join(f"{p.name} ({p.type})" for p in known.values()) or "none"
             raise ParameterError(f"unknown parameter {name!r}; the notebook's parameters are: {listing}")
-        checked[name] = _coerce(known[name], value)
+        checked[name] = _coerce(known[name], value, name in hidden)
     return checked
 
 
@@ -117,7 +118,7 @@ def resolved_parameters(spec: PipelineSpec, overrides: dict[str, Any]) -> dict[s
     return values
 
 
-def _coerce(param: Parameter, value: Any) -> Any:
+def _coerce(param: Parameter, value: Any, hidden: bool = False) -> Any:
     expected = param.type
     if expected in ("any", "None"):
         return value
@@ -128,5 +129,7 @@ def _coerce(param: Parameter, value: Any) -> Any:
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     hint = " (pass it with -r NAME VALUE to keep it a string)" if expected == "str" else ""
+    if hidden:
+        raise ParameterError(f"secret parameter {param.name!r} expects {expected}, got {type(value).__name__}{hint}")
     raise ParameterError(f"parameter {param.name!r} expects {expected} (default {param.default!r}), "
                          f"got {type(value).__name__} {value!r}{hint}")

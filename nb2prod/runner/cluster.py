@@ -55,6 +55,23 @@ def token_path() -> Path:
     return path
 
 
+# What the embedded cluster's processes get of the starting process's environment (they and every later run's
+# stages keep it): what Python, Ray, CUDA and nb2prod/MLflow settings need, never the starter's other variables
+# (cloud keys, tokens). NB2PROD_RAY_ENV names more (comma-separated), e.g. AWS_ACCESS_KEY_ID for an S3 artifact store.
+RAY_ENV_NAMES = {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH",
+                 "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "MPLBACKEND"}
+RAY_ENV_PREFIXES = ("LC_", "RAY_", "CUDA_", "NVIDIA_", "CONDA", "OMP_", "MKL_", "OPENBLAS_", "MLFLOW_", "NB2PROD_")
+NOT_FOR_RAY = {"NB2PROD_DATABASE_URL", "NB2PROD_SECRET_VALUES"}
+
+
+def ray_environment() -> dict[str, str]:
+    """The environment the embedded cluster is started with: the allowed part of ours, plus :func:`embedded_env`."""
+    extra = {n.strip() for n in os.environ.get("NB2PROD_RAY_ENV", "").split(",") if n.strip()}
+    kept = {k: v for k, v in os.environ.items()
+            if (k in RAY_ENV_NAMES or k in extra or k.startswith(RAY_ENV_PREFIXES)) and k not in NOT_FOR_RAY}
+    return {**kept, **embedded_env()}
+
+
 def embedded_env() -> dict[str, str]:
     """Environment every process that starts or joins the embedded cluster needs."""
     return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
@@ -123,7 +140,7 @@ def start(num_cpus: int | None = None, num_gpus: int | None = None,
             cmd.append(f"--resources={json.dumps(resources)}")
         log = cluster_dir() / "start.log"
         with open(log, "w") as out:  # not a pipe: Ray's daemons inherit it and never close it
-            code = subprocess.call(cmd, env={**os.environ, **embedded_env()}, stdout=out, stderr=subprocess.STDOUT,
+            code = subprocess.call(cmd, env=ray_environment(), stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)
         if code != 0:
             tail = "\n".join(log.read_text().strip().splitlines()[-5:])
@@ -133,7 +150,7 @@ def start(num_cpus: int | None = None, num_gpus: int | None = None,
             {"address": address, "temp_dir": _temp_dir(), "started_at": time.time()}))
         with open(cluster_dir() / "keeper.log", "w") as out:
             subprocess.Popen([sys.executable, "-m", "nb2prod.runner.keeper", _temp_dir()],
-                             env={**os.environ, **embedded_env()}, stdout=out, stderr=subprocess.STDOUT,
+                             env=ray_environment(), stdout=out, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, start_new_session=True)
         return address
 

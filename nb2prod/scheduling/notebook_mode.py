@@ -16,8 +16,12 @@ import sys
 import threading
 from pathlib import Path
 
+from nb2prod import secret
+from nb2prod.contracts import mask
 from nb2prod.core.status import RunStatus
+from nb2prod.errors import UsageError
 from nb2prod.home import default_tracking_uri, run_dir
+from nb2prod.scheduling.launch import typed_values
 from nb2prod.store import runs as store
 
 HEARTBEAT_S = 5.0
@@ -35,6 +39,14 @@ def main(run_id: str, request: dict) -> int:
     notebook, source = Path(request["notebook"]), run_dir(run_id) / "input.ipynb"
     options = request.get("options", {})
     output = run_dir(run_id) / "output.ipynb"
+    os.close(os.open(output, os.O_WRONLY | os.O_CREAT, 0o600))  # holds secret values until masked below
+    secrets = options.get("secrets") or []
+    parameters, hidden, refused = dict(request["parameters"]), [], None
+    try:  # secrets come from this process's environment at each fire; they are stored nowhere
+        parameters.update(typed_values(str(source), secret.from_environment(secrets, parameters)))
+        hidden = [str(parameters[n]) for n in secret.names(secrets) if n in parameters and str(parameters[n])]
+    except UsageError as exc:
+        refused = {"type": "UsageError", "message": exc.message}
     mlflow.set_tracking_uri(options.get("tracking_uri") or default_tracking_uri())
     mlflow.set_experiment(options.get("experiment") or notebook.stem)
     status, error = RunStatus.DONE, None
@@ -44,17 +56,21 @@ def main(run_id: str, request: dict) -> int:
                 "nb2prod.origin": "scheduler", "nb2prod.notebook_sha256": request.get("sha256", "")}) as run:
             store.update_run(run_id, mlflow_run_id=run.info.run_id, mlflow_experiment_id=run.info.experiment_id,
                              tracking_uri=mlflow.get_tracking_uri())
-            mlflow.log_params({k: str(v)[:6000] for k, v in request["parameters"].items()})
+            mlflow.log_params({k: str(v)[:6000] for k, v in secret.stored_parameters(parameters, secrets).items()})
             store.update_stage(run_id, "notebook", status="running", started_at=store.now())
             try:
+                if refused:
+                    raise RuntimeError(refused["message"])
                 kernel = json.loads(source.read_text()).get("metadata", {}).get("kernelspec", {}).get("name",
                                                                                                    "python3")
-                papermill.execute_notebook(str(source), str(output), parameters=request["parameters"],
+                papermill.execute_notebook(str(source), str(output), parameters=parameters,
                                            kernel_name=kernel, language="python", cwd=str(notebook.parent),
                                            progress_bar=False)
             except Exception as exc:  # noqa: BLE001 - recorded as the run's failure
-                status, error = RunStatus.FAILED, {"type": type(exc).__name__, "message": str(exc)[:2000]}
-            if output.exists():
+                status = RunStatus.FAILED
+                error = refused or {"type": type(exc).__name__, "message": mask(str(exc), hidden)[:2000]}
+            _mask_output(output, hidden)
+            if output.stat().st_size:
                 mlflow.log_artifact(str(output))
                 if options.get("output_notebook"):
                     shutil.copyfile(output, options["output_notebook"])
@@ -64,10 +80,17 @@ def main(run_id: str, request: dict) -> int:
     except SystemExit:
         status, error = RunStatus.CANCELLED, {"type": "Cancelled", "message": "the run was cancelled"}
         _stop_group()
+        _mask_output(output, hidden)
     store.update_stage(run_id, "notebook", status={RunStatus.DONE: "done", RunStatus.FAILED: "failed"}.get(
         status, "cancelled"), ended_at=store.now(), error=error)
     store.finish_run(run_id, status, error)
     return 0 if status is RunStatus.DONE else 1
+
+
+def _mask_output(output: Path, hidden: list[str]) -> None:
+    """Mask the secret values in the executed notebook: papermill's injected cell and metadata, any output."""
+    if hidden and output.stat().st_size:
+        output.write_text(json.dumps(mask(json.loads(output.read_text()), hidden)))
 
 
 def _heartbeat(run_id: str) -> None:

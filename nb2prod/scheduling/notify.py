@@ -12,6 +12,7 @@ import urllib.request
 from typing import Any
 
 from nb2prod import contracts
+from nb2prod.secret import redact_uri
 
 log = logging.getLogger("nb2prod.scheduler")
 WEBHOOK_TIMEOUT_S = 10
@@ -26,7 +27,8 @@ def body(schedule, fire) -> dict[str, Any]:
 
 
 def mlflow_link(run_id: str | None, mlflow_run_id: str | None) -> str | None:
-    """The link to the fire's MLflow run (:func:`nb2prod.contracts.mlflow_link`); None when unknown."""
+    """The link to the fire's MLflow run (:func:`nb2prod.contracts.mlflow_link`) without the credentials a
+    tracking URI may hold; None when unknown."""
     if not mlflow_run_id:
         return None
     record: dict[str, Any] = {}
@@ -37,7 +39,7 @@ def mlflow_link(run_id: str | None, mlflow_run_id: str | None) -> str | None:
             record = runs.get_run(run_id)
         except Exception:  # noqa: BLE001 - a link is a nicety
             pass
-    return contracts.mlflow_link({**record, "mlflow_run_id": mlflow_run_id, "mlflow_url": None})
+    return redact_uri(contracts.mlflow_link({**record, "mlflow_run_id": mlflow_run_id, "mlflow_url": None}))
 
 
 def post(url: str, payload: dict[str, Any]) -> None:

@@ -12,9 +12,10 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from nb2prod import secret
+from nb2prod.contracts import RunOptions
 from nb2prod.core.builder import build_spec
 from nb2prod.core.params import validate_parameters
-from nb2prod.contracts import RunOptions
 from nb2prod.errors import NotebookError, ScheduleNotFound, UsageError, ValidationError
 from nb2prod.scheduling import timing
 from nb2prod.scheduling.launch import typed_values
@@ -52,29 +53,38 @@ def add(name: str, notebook: str, cron: str, *, tz: str = "UTC", parameters: dic
         raise UsageError(f"catch-up must be one of {', '.join(CATCHUP)}")
     if notify_url and not notify_url.startswith(("http://", "https://")):
         raise UsageError(f"notify URL {notify_url!r} must be http:// or https://")
-    parameters = parameters or {}
-    if "parameters" in (options or {}):
+    parameters, options = parameters or {}, options or {}
+    if "parameters" in options:
         raise UsageError("give parameters with -p/parameters=, not inside the run options")
+    secrets = options.get("secrets") or []
+    if not isinstance(secrets, list) or not all(isinstance(e, str) for e in secrets):
+        raise UsageError("run option 'secrets' must be a list of strings")
+    given = sorted(set(secret.references(secrets)) & set(parameters))
+    if given:
+        raise UsageError(f"a schedule stores no secret values: give secret parameter {given[0]!r} as --secret "
+                         f"{given[0]}=ENV_VAR (secrets: [\"{given[0]}=ENV_VAR\"]); each fire reads ENV_VAR from the "
+                         "scheduler's environment")
     for value in parameters.values():
         timing.check_template(value)
     try:
         sample = typed_values(str(path), {k: timing.render(v, utcnow(), tz) for k, v in parameters.items()})
     except NotebookError as exc:
         raise UsageError(exc.message) from None
-    run_options = RunOptions.from_dict({**(options or {}), "parameters": sample})
+    # the environment a secret is read from is the scheduler's at each fire, not ours now: check names only
+    run_options = RunOptions.from_dict({**options, "parameters": sample, "secrets": secret.names(secrets)})
     if mode == "pipeline":  # the checks `nb2prod run` makes: spec, stages, parameter names and types, secrets
         from nb2prod import api
 
         check = lambda: api.prepare(path, run_options)  # noqa: E731
     else:
-        check = lambda: validate_parameters(build_spec(path), sample)  # noqa: E731
+        check = lambda: _check_notebook_mode(path, sample, run_options.secrets)  # noqa: E731
     try:
         check()
     except (ValidationError, NotebookError) as exc:  # missing / not a notebook / not a pipeline: bad input
         raise UsageError(exc.message) from None
     created = now or utcnow()
     row = ScheduleRow(name=name, notebook=str(path), cron=cron, timezone=tz, mode=mode, parameters=parameters,
-                      options=options or {}, catchup=catchup, catchup_max=catchup_max, max_concurrent=max_concurrent,
+                      options=options, catchup=catchup, catchup_max=catchup_max, max_concurrent=max_concurrent,
                       timeout_s=timeout_s, retries=retries, retry_backoff_s=retry_backoff_s, notify_url=notify_url,
                       notify_command=notify_command, notify_on_success=notify_on_success, created_at=created,
                       considered_until=created, next_fire_at=timing.next_fire(cron, tz, created))
@@ -84,6 +94,14 @@ def add(name: str, notebook: str, cron: str, *, tz: str = "UTC", parameters: dic
     except IntegrityError:
         raise UsageError(f"a schedule named {name!r} already exists") from None
     return show(name)
+
+
+def _check_notebook_mode(path: Path, sample: dict[str, Any], secret_names: list[str]) -> None:
+    spec = build_spec(path)
+    validate_parameters(spec, sample)
+    unknown = [n for n in secret_names if n not in spec.parameters]
+    if unknown:
+        raise UsageError(f"--secret names unknown parameter(s): {', '.join(unknown)}")
 
 
 def check_name(name: object) -> str:
@@ -132,6 +150,12 @@ def _when(cron: str, tz: str, after: datetime, count: int) -> dict[str, Any]:
             "next_fire_times_local": [timing.local(t, tz).isoformat() for t in times]}
 
 
+def _hidden(parameters: dict[str, Any] | None, options: dict[str, Any]) -> dict[str, Any] | None:
+    """Parameters as shown: secret values (rows stored before secrets were references) masked."""
+    secrets = options.get("secrets") if isinstance(options, dict) else None
+    return secret.stored_parameters(parameters, secrets) if parameters and isinstance(secrets, list) else parameters
+
+
 def _when_or_problem(row: ScheduleRow, count: int) -> dict[str, Any]:
     """``_when`` of a stored row; a row stored before today's checks (an ``R`` field, a zone since removed) gets a
     ``problem`` instead of breaking every list it is in."""
@@ -167,7 +191,7 @@ def show(name: str, history: int = 50) -> dict[str, Any]:
         attempts = s.scalars(select(FireAttemptRow).where(FireAttemptRow.fire_id.in_([f.id for f in fires]))).all()
     return {
         "name": row.name, "notebook": row.notebook, "cron": row.cron, "timezone": row.timezone, "mode": row.mode,
-        "parameters": row.parameters, "options": row.options, "catchup": row.catchup,
+        "parameters": _hidden(row.parameters, row.options), "options": row.options, "catchup": row.catchup,
         "max_concurrent": row.max_concurrent, "timeout_s": row.timeout_s, "retries": row.retries,
         "notify_url": row.notify_url, "paused": row.paused,
         **_when_or_problem(row, 3),
@@ -176,7 +200,7 @@ def show(name: str, history: int = 50) -> dict[str, Any]:
                    "attempts": f.attempts, "run_id": f.run_id, "mlflow_run_id": f.mlflow_run_id,
                    "started_at": f.started_at and f.started_at.isoformat() + "Z",
                    "ended_at": f.ended_at and f.ended_at.isoformat() + "Z", "error": f.error,
-                   "notebook_sha256": f.notebook_sha256, "parameters": f.parameters,
+                   "notebook_sha256": f.notebook_sha256, "parameters": _hidden(f.parameters, row.options),
                    "attempt_log": [{"attempt": a.attempt, "status": a.status, "run_id": a.run_id, "error": a.error}
                                    for a in sorted(attempts, key=lambda a: a.attempt) if a.fire_id == f.id]}
                   for f in fires],

@@ -28,6 +28,7 @@ from traitlets.config import LoggingConfigurable
 
 from nb2prod.contracts import mlflow_link
 from nb2prod.errors import Nb2ProdError, RunNotFound, UsageError
+from nb2prod.secret import redact_uri
 from nb2prod.server.paths import confine, confine_options, relative
 
 RESOURCE = "nb2prod"  # the Authorizer's resource name for every nb2prod endpoint
@@ -106,7 +107,9 @@ class Nb2ProdHandler(APIHandler):
         """A run record for the browser: adds the root-relative ``path`` and the MLflow UI link."""
         if record is None:
             raise RunNotFound(f"no run {run_id!r}")
-        return {**record, "path": relative(self.root, record.get("notebook")),
+        options = record.get("options") or {}
+        options = {**options, "tracking_uri": redact_uri(options.get("tracking_uri"))} if options else options
+        return {**record, "options": options, "path": relative(self.root, record.get("notebook")),
                 "mlflow_url": self.nb2prod.mlflow_url(record)}
 
     def reply(self, data: Any, status: int = 200) -> None:
