@@ -63,6 +63,8 @@ def _load_yaml(text: str, origin: str) -> dict[str, Any]:
         data = yaml.load(text, Loader=NoDatesSafeLoader)
     except yaml.YAMLError as exc:
         raise ParameterError(f"parameters from {origin} are not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ParameterError(f"parameters from {origin} are nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

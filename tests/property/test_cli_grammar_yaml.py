@@ -9,7 +9,7 @@ import shutil
 import pytest
 import yaml
 from click.testing import CliRunner
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from nb2prod.core import grammar
@@ -101,6 +101,9 @@ def test_stage_header_raises_only_a_readable_value_error(line):
 
 @BOUNDED
 @given(st.lists(st.tuples(sources, tags), max_size=5))
+@example([("a = 1" + " + 1" * 3000, ["stage:a"])])
+@example([("x = 1", ["step:a"]), ("print(", ["pipeline-metrics"])])
+@example([("%%stage a --bogus\nx = 1", ["skip"])])
 def test_any_tagged_notebook_builds_a_spec_or_lists_its_errors(cells):
     nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {},
           "cells": [{"cell_type": "code", "source": src, "metadata": {"tags": t}, "outputs": []} for src, t in cells]}
@@ -117,6 +120,7 @@ yaml_texts = st.text(max_size=60) | st.sampled_from(
 
 @BOUNDED
 @given(yaml_texts)
+@example("[" * 2000)
 def test_yaml_parameters_are_a_mapping_or_a_parameter_error(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("yaml") / "params.yaml"
     path.write_text(text)

@@ -14,7 +14,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.property.conftest import BOUNDED, crons, files_outside, json_values, names, paths
@@ -80,6 +80,9 @@ def properties(client: Client, root: Path, home: Path) -> None:
 
     @BOUNDED
     @given(schedule_bodies)
+    @example({"name": "r", "path": "pipeline.ipynb", "cron": "R 2 * * *"})
+    @example({"name": "r", "path": "pipeline.ipynb", "cron": "@daily", "max_concurrent": "2"})
+    @example({"name": "r", "path": "pipeline.ipynb", "cron": "@daily", "options": {"output_notebook": "../x.ipynb"}})
     def add_schedule(body):
         code, answer = client("POST", "schedules", json.dumps(body).encode())
         if code == 201:
@@ -101,11 +104,13 @@ def properties(client: Client, root: Path, home: Path) -> None:
 
     @BOUNDED
     @given(st.sampled_from(GETS), queries)
+    @example("runs", {"limit": "²"})
     def query(path, params):
         client("GET", path, query=params)
 
     @BOUNDED
     @given(names, st.sampled_from(["GET", "DELETE", "POST pause", "POST resume", "POST run-now", "POST"]))
+    @example("nightly", "POST")
     def by_name(name, action):
         method, _, verb = action.partition(" ")
         client(method, "schedules/" + quote(name) + (f"/{verb}" if verb else ""), b"{}" if method == "POST" else None)
