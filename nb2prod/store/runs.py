@@ -18,11 +18,11 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 
 from nb2prod.core.status import RunStatus, StageStatus
 from nb2prod.errors import Nb2ProdError, RunNotFound
-from nb2prod.store.db import session
+from nb2prod.store.db import engine, session
 from nb2prod.store.models import AttemptRow, RunRow, StageRow
 
 HEARTBEAT_S = 2.0
@@ -32,6 +32,14 @@ STALE_AFTER_S = 20.0
 def now() -> datetime:
     """Naive UTC now (what the database stores)."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _clock():
+    """Heartbeat time as SQL: a server store's own clock (naive UTC), so hosts whose clocks differ judge each
+    other's heartbeats by one clock; SQLite is one machine's file and uses its clock."""
+    if engine().dialect.name == "postgresql":
+        return func.timezone("UTC", func.now())
+    return now()
 
 
 def new_run_id() -> str:
@@ -45,7 +53,7 @@ def create_run(run_id: str, notebook: str, stages: dict[str, str | None], *, not
     t = now()
     with session() as s, s.begin():
         s.add(RunRow(id=run_id, notebook=notebook, notebook_sha256=notebook_sha256, status=RunStatus.RUNNING.value,
-                     origin=origin, created_at=t, started_at=t, heartbeat_at=t, pid=os.getpid(),
+                     origin=origin, created_at=t, started_at=t, heartbeat_at=_clock(), pid=os.getpid(),
                      host=socket.gethostname(), parameters=parameters or {}, options=options or {},
                      resumed_from=resumed_from))
         s.flush()
@@ -71,7 +79,7 @@ def attach_runner(run_id: str, pid: int) -> None:
     interrupted) before this runner took it over."""
     with session() as s, s.begin():
         if s.execute(update(RunRow).where(RunRow.id == run_id, RunRow.status == RUNNING)
-                     .values(pid=pid, host=socket.gethostname(), heartbeat_at=now())).rowcount != 1:
+                     .values(pid=pid, host=socket.gethostname(), heartbeat_at=_clock())).rowcount != 1:
             status = s.scalar(select(RunRow.status).where(RunRow.id == run_id))
             raise Nb2ProdError(f"run {run_id} is {status or 'gone'}; it is not run again")
 
@@ -81,7 +89,7 @@ def heartbeat(run_id: str) -> bool:
     run is no longer ``running`` (the reaper judged the runner dead)."""
     with session() as s, s.begin():
         beat = s.execute(update(RunRow).where(RunRow.id == run_id, RunRow.status == RUNNING)
-                         .values(heartbeat_at=now())).rowcount
+                         .values(heartbeat_at=_clock())).rowcount
         return not beat or bool(s.scalar(select(RunRow.cancel_requested).where(RunRow.id == run_id)))
 
 
@@ -150,17 +158,17 @@ def reap_interrupted() -> list[dict[str, Any]]:
 
     Each is a compare-and-set on what was judged: still ``running``, and still the same dead pid (this host)
     or still silent (elsewhere); a run that finished or heartbeat in between is left as it is."""
-    stale_before = now() - timedelta(seconds=STALE_AFTER_S)
+    silent = RunRow.heartbeat_at < _clock() - timedelta(seconds=STALE_AFTER_S)
     host = socket.gethostname()
     with session() as s:
-        running = s.execute(select(RunRow.id, RunRow.pid, RunRow.host, RunRow.heartbeat_at)
+        running = s.execute(select(RunRow.id, RunRow.pid, RunRow.host, RunRow.heartbeat_at, silent.label("silent"))
                             .where(RunRow.status == RUNNING)).all()
     for r in running:
         if r.host == host and r.pid:  # on this host the runner's pid decides; elsewhere its heartbeat does
             if not _alive(r.pid):
                 _interrupt(r.id, RunRow.pid == r.pid, r.heartbeat_at)
-        elif r.heartbeat_at and r.heartbeat_at < stale_before:
-            _interrupt(r.id, RunRow.heartbeat_at < stale_before, r.heartbeat_at)
+        elif r.silent:
+            _interrupt(r.id, silent, r.heartbeat_at)
     with session() as s:
         unclosed = s.execute(select(RunRow.id, RunRow.mlflow_run_id, RunRow.tracking_uri)
                              .where(RunRow.status == RunStatus.INTERRUPTED.value, RunRow.mlflow_closed.is_(False),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -98,5 +98,18 @@ def test_the_runner_that_takes_a_run_over_is_the_one_judged(store):
     """A run recorded by a process that has gone (the server that started it) lives on with its runner."""
     run_id = new_run(pid=dead_pid())
     runs.attach_runner(run_id, os.getpid())
+    runs.reap_interrupted()
+    assert runs.get_run(run_id)["status"] == "running"
+
+
+def test_hosts_whose_clocks_differ_judge_heartbeats_by_the_servers_clock(store, monkeypatch):
+    """On a server store, a runner on a host whose clock lags a minute still heartbeats "now": another host's
+    reaper does not take its live run for a dead one."""
+    if store.dialect.name == "sqlite":
+        pytest.skip("a SQLite store is one machine's file: one clock")
+    with monkeypatch.context() as lagging:
+        lagging.setattr(runs, "now", lambda: datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=1))
+        run_id = new_run(host="lagging.example")
+        assert runs.heartbeat(run_id) is False
     runs.reap_interrupted()
     assert runs.get_run(run_id)["status"] == "running"
