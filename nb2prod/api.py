@@ -16,7 +16,7 @@ from nb2prod.core.builder import build_spec, read_notebook
 from nb2prod.core.params import infer_value, resolved_parameters, validate_parameters
 from nb2prod.core.spec import PipelineSpec, load_spec
 from nb2prod.core.status import RunStatus
-from nb2prod.errors import NotebookError, UsageError, ValidationError
+from nb2prod.errors import NotebookError, RunNotFound, UsageError, ValidationError
 from nb2prod.home import default_tracking_uri, run_dir
 from nb2prod.contracts import RunOptions
 from nb2prod.store import runs as store
@@ -62,6 +62,7 @@ def prepare(path: str | Path, options: RunOptions) -> Prepared:
     for name in [*options.force, *options.stages]:
         if name not in spec.stages:
             raise UsageError(f"unknown stage {name!r}; the stages are: {', '.join(spec.stages)}")
+    _check_mlops(spec, options)
     hidden = secret.names(options.secrets)
     unknown_secrets = [s for s in secret.references(options.secrets) if s not in spec.parameters]
     if unknown_secrets:
@@ -114,16 +115,44 @@ def run(path: str | Path, options: RunOptions | None = None, *, run_id: str | No
         log_output=options.log_output, gpu_fallback=options.gpu_fallback,
         stage_dir_root=str(run_dir(run_id) / "stages"), output_path=options.output_notebook,
         cache_dir=cache_dir, keys=keys, hits=hits, runtime_env=_runtime_env(spec, options),
-        only=spec.downstream(options.stages) if options.downstream else (options.stages or None))
+        only=spec.downstream(options.stages) if options.downstream else (options.stages or None),
+        gates=list(options.gates), promote=options.promote, drift_reference=_drift_reference(options),
+        drift_threshold=options.drift_threshold, fail_on_drift=options.fail_on_drift)
     try:
         result = drive(request, options.ray_address, observer)
     except BaseException as exc:
         store.finish_run(run_id, RunStatus.FAILED, {"type": type(exc).__name__, "message": str(exc)})
         raise
     save_outputs(run_id, result, options.output_notebook)
+    if "gate" in result:
+        store.set_checks(run_id, result["gate"], result.get("promotion"), result.get("drift"))
     status = RunStatus.CANCELLED if result["interrupted"] and result["status"] != "done" else RunStatus(result["status"])
     store.finish_run(run_id, status, result["error"])  # False: the reaper ended it first; the record says how
     return store.get_run(run_id)
+
+
+def _check_mlops(spec: PipelineSpec, options: RunOptions) -> None:
+    """--promote needs a register: tag; gates and thresholds must parse (UsageError, exit 2)."""
+    from nb2prod.mlops.gates import check_options
+
+    check_options(options)
+    if options.promote and not any(s.register for s in spec.stages.values()):
+        raise UsageError(f"--promote {options.promote}: the notebook registers no model; tag the stage that "
+                         "binds it register:VAR or register:VAR=MODEL")
+
+
+def _drift_reference(options: RunOptions) -> str:
+    """champion | previous | the MLflow parent run id of an nb2prod run id (the coordinator reads MLflow only)."""
+    choice = options.drift_reference
+    if choice in ("champion", "previous"):
+        return choice
+    try:
+        record = store.get_run(choice)
+    except RunNotFound:  # not an nb2prod run id: taken as an MLflow run id
+        return choice
+    if not record.get("mlflow_run_id"):
+        raise UsageError(f"--drift-reference {choice}: that run has no MLflow run")
+    return record["mlflow_run_id"]
 
 
 def start_run(path: str | Path, options: RunOptions | None = None, *, origin: str = "server") -> str:

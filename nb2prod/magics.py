@@ -24,13 +24,15 @@ from nb2prod.widgets import RunView, stderr_line, widget_frontend
 HELP = """nb2prod magics — productionize this notebook without leaving it.
 
 %%stage NAME [--after A]... [--gpu [N]] [--cpu N] [--memory SIZE] [--retries N] [--timeout S] [--nocache]
+       [--register VAR[=MODEL]]... [--monitor VAR]...
     Marks the cell as the start of pipeline stage NAME. Interactively the body just runs.
 
 %nb2prod check [PATH]
     The stage DAG (stages, edges and the variables along them) and any validation errors with cell numbers.
 %nb2prod run [PATH] [-p NAME VALUE]... [--stage NAME [--downstream]] [--wait/--no-wait] [run options]
     Runs the notebook as saved on disk, with a live view. Every option of `nb2prod run` works
-    (-r, -f, -y, --ray-address, --tracking-uri, --experiment, --no-cache, --force, --secret, --env, ...).
+    (-r, -f, -y, --ray-address, --tracking-uri, --experiment, --no-cache, --force, --secret, --env,
+    --gate, --promote, --fail-on-drift, ...).
     --stage runs one stage, its inputs taken from the latest successful run of this notebook.
     Default --no-wait in a Jupyter server kernel (JPY_SESSION_NAME set), --wait elsewhere.
 %nb2prod params [PATH] [run options]
@@ -67,6 +69,7 @@ class Nb2ProdMagics(Magics):
     @cell_magic
     def stage(self, line: str, cell: str) -> Any:
         """%%stage NAME [--after A]... [--gpu [N]] [--cpu N] [--memory SIZE] [--retries N] [--timeout S] [--nocache]
+       [--register VAR[=MODEL]]... [--monitor VAR]...
 
         Starts pipeline stage NAME (the pipeline parser reads this header); interactively the cell body
         runs in the notebook's namespace as usual.

@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable
 
 from nb2prod.contracts import location, mlflow_link
+from nb2prod.mlops.outcome import outcome_lines
 
 POLL_S = 0.5
 FINISHED_RUN = frozenset({"done", "failed", "cancelled", "interrupted"})
@@ -177,6 +178,7 @@ class RunView:
             lines.append(f"  {name:<20} {row['status']:<10} {_seconds(self._duration(row)):>8}{attempts}")
             if row["status"] == "failed" and row["error"]:
                 lines.append(f"    {self._error_line(row['error'])}")
+        lines += [f"  {text}" for _, text in outcome_lines(self.record or {})]
         return "\n".join(lines)
 
     def _log_text(self, stage: str, text: str, flush: bool = False) -> None:
@@ -223,6 +225,8 @@ class RunView:
         self._out(f"[nb2prod] run {self.run_id} {self.status} in {self._elapsed():.2f}s"
                   + (f" — MLflow run {self.mlflow_run_id}" if self.mlflow_run_id else "")
                   + (f" at {uri}" if uri else ""))
+        for _, text in outcome_lines(self.record or {}):
+            self._out(f"[nb2prod] {text}")
 
     @staticmethod
     def _error_line(error: dict[str, Any]) -> str:
@@ -288,6 +292,9 @@ class RunView:
         value = (f'<span class="nb2prod-run-id">run <code>{html.escape(self.run_id or "(starting)")}</code></span> '
                  f'<b class="nb2prod-run-status" data-status="{self.status}" style="color:{colour}">{self.status}</b>'
                  f' · elapsed <span class="nb2prod-elapsed">{self._elapsed():.1f}s</span>{mlflow}')
+        colours = {"ok": "#2e7d32", "bad": "#c62828", "warn": "#ef6c00"}
+        value += "".join(f'<br><span class="nb2prod-check" data-level="{level}" style="color:{colours[level]}">'
+                         f"{html.escape(text)}</span>" for level, text in outcome_lines(self.record or {}))
         if self._header.value != value:
             self._header.value = value
         for name, row in self.rows.items():

@@ -15,6 +15,8 @@ import { selectCell } from './navigate';
 import { formatValue, inputKind, parseValue, sameValue } from './params';
 import { IIssue, IRunRequest, ISettings, ISpec } from './types';
 
+type TextOption = 'ray_address' | 'experiment' | 'tracking_uri' | 'gates' | 'promote';
+
 /** What the form holds, kept when the dialog is reopened after a server-side error. */
 export interface IFormValues {
   parameters: Record<string, string | boolean>;
@@ -22,6 +24,8 @@ export interface IFormValues {
   experiment: string;
   tracking_uri: string;
   no_cache: boolean;
+  gates: string;
+  promote: string;
 }
 
 export interface IBodyOptions {
@@ -98,6 +102,14 @@ export class ProductionizeBody
     if (this._inputs.no_cache?.checked) {
       request.no_cache = true;
     }
+    const gates = (this._inputs.gates?.value ?? '').split(/[\s,;]+/).filter(g => g);
+    if (gates.length) {
+      request.gates = gates;
+    }
+    const promote = this._inputs.promote?.value.trim();
+    if (promote) {
+      request.promote = promote;
+    }
     return request;
   }
 
@@ -112,7 +124,9 @@ export class ProductionizeBody
       ray_address: this._inputs.ray_address?.value ?? '',
       experiment: this._inputs.experiment?.value ?? '',
       tracking_uri: this._inputs.tracking_uri?.value ?? '',
-      no_cache: this._inputs.no_cache?.checked ?? false
+      no_cache: this._inputs.no_cache?.checked ?? false,
+      gates: this._inputs.gates?.value ?? '',
+      promote: this._inputs.promote?.value ?? ''
     };
   }
 
@@ -240,7 +254,7 @@ export class ProductionizeBody
   private _optionsForm(): HTMLElement {
     const { settings, initial } = this.options;
     const grid = el('div', 'nb2prod-Form');
-    const text = (key: 'ray_address' | 'experiment' | 'tracking_uri', label: string, value: string, placeholder: string) => {
+    const text = (key: TextOption, label: string, value: string, placeholder: string) => {
       const input = document.createElement('input');
       input.type = 'text';
       input.className = 'jp-mod-styled';
@@ -254,6 +268,8 @@ export class ProductionizeBody
     text('ray_address', 'Ray address', settings.rayAddress, 'local cluster (auto)');
     text('experiment', 'Experiment', settings.experiment, 'notebook name');
     text('tracking_uri', 'Tracking URI', settings.trackingUri, 'server default');
+    text('gates', 'Gates', '', 'e.g. accuracy>=0.9 (space-separated)');
+    text('promote', 'Promote to alias', '', 'e.g. champion (if the gates hold)');
     const noCache = document.createElement('input');
     noCache.type = 'checkbox';
     noCache.name = 'no_cache';
@@ -299,7 +315,7 @@ export class ProductionizeBody
   private _status: HTMLElement;
   private _paramInputs: Record<string, HTMLInputElement> = {};
   private _paramErrors: Record<string, HTMLElement> = {};
-  private _inputs: Partial<Record<'ray_address' | 'experiment' | 'tracking_uri' | 'no_cache', HTMLInputElement>> = {};
+  private _inputs: Partial<Record<TextOption | 'no_cache', HTMLInputElement>> = {};
 }
 
 export interface IProductionizeOptions {

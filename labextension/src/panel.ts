@@ -33,6 +33,35 @@ export function formatDuration(seconds: number | null | undefined): string {
   return `${minutes}m ${Math.round(seconds % 60)}s`;
 }
 
+/** Small badges in a run's header: a failed gate, drifted data. */
+export function checkBadges(run: IRunRecord): HTMLElement[] {
+  const badges: HTMLElement[] = [];
+  if (run.gate?.status === 'failed') {
+    badges.push(el('span', 'nb2prod-Status nb2prod-mod-failed nb2prod-GateBadge', 'gate failed'));
+  }
+  if (run.drift?.drifted) {
+    badges.push(el('span', 'nb2prod-Status nb2prod-mod-failed nb2prod-DriftBadge', 'drifted'));
+  }
+  return badges;
+}
+
+/** The gate, drift and promotion outcome as (level, text) lines, as the CLI prints them. */
+export function checkLines(run: IRunRecord): [string, string][] {
+  const lines: [string, string][] = [];
+  if (run.gate && run.gate.status !== 'none') {
+    lines.push([run.gate.status === 'passed' ? 'ok' : 'bad', `gate ${run.gate.status}: ${run.gate.reason}`]);
+  }
+  if (run.drift) {
+    lines.push(run.drift.drifted ? ['bad', `drifted: ${run.drift.reason}`] : ['ok', `no drift: ${run.drift.reason}`]);
+  }
+  const p = run.promotion;
+  if (p) {
+    const what = p.model ? `${p.model} v${p.version}` : 'no model';
+    lines.push([p.moved ? 'ok' : 'warn', `${what} ${p.moved ? 'promoted to' : 'not promoted to'} ${p.alias}: ${p.reason}`]);
+  }
+  return lines;
+}
+
 function formatTime(iso: string | null): string {
   if (!iso) {
     return '';
@@ -155,6 +184,7 @@ export class PipelinesPanel extends Widget {
       el('span', 'nb2prod-Run-caret', expanded ? '▾' : '▸'),
       el('span', `nb2prod-Status nb2prod-mod-${run.status}`, run.status),
       el('span', 'nb2prod-Run-name', PathExt.basename(run.path ?? run.notebook)),
+      ...checkBadges(run),
       el('span', 'nb2prod-Run-time', formatDuration(run.duration_s))
     );
     head.title = `${run.id} · ${run.origin} · ${formatTime(run.created_at)}`;
@@ -200,6 +230,9 @@ export class PipelinesPanel extends Widget {
       }
     }
     body.appendChild(table);
+    for (const [level, text] of checkLines(run)) {
+      body.appendChild(el('div', `nb2prod-Run-check nb2prod-mod-${level}`, text));
+    }
     if (run.error && !Object.values(run.stages).some(s => s.error)) {
       body.appendChild(el('div', 'nb2prod-Run-error', run.error.message ?? JSON.stringify(run.error)));
     }

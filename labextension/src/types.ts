@@ -71,6 +71,31 @@ export interface IStageRecord {
   error: IStageError | null;
 }
 
+/** Whether the run's gates held (`gate:` tags and `--gate`). */
+export interface IGateOutcome {
+  status: 'passed' | 'failed' | 'none';
+  reason: string | null;
+}
+
+/** What `--promote ALIAS` did with the run's new model version. */
+export interface IPromotion {
+  alias: string;
+  model: string | null;
+  version: number | null;
+  moved: boolean;
+  reason: string;
+}
+
+/** The `monitor:` variables compared with the reference run's profiles. */
+export interface IDrift {
+  drifted: boolean;
+  reference: string | null;
+  threshold: number;
+  columns: Record<string, string[]>;
+  max_psi: Record<string, number>;
+  reason: string;
+}
+
 /** A run record, as `GET /nb2prod/runs/{id}` returns it. */
 export interface IRunRecord {
   id: string;
@@ -89,6 +114,9 @@ export interface IRunRecord {
   mlflow_url: string | null;
   error: { type?: string; message?: string; stage?: string } | null;
   stages: Record<string, IStageRecord>;
+  gate: IGateOutcome;
+  promotion: IPromotion | null;
+  drift: IDrift | null;
 }
 
 /**
@@ -114,6 +142,11 @@ export interface IRunRequest {
   cache_dir?: string | null;
   pip?: string[];
   requirements?: string | null;
+  gates?: string[];
+  promote?: string | null;
+  drift_reference?: string | null;
+  drift_threshold?: number;
+  fail_on_drift?: boolean;
 }
 
 /** The extension's settings (schema/plugin.json). */

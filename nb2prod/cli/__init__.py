@@ -38,7 +38,7 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    from nb2prod.cli import cache, check, cluster, run, runs, schedule  # noqa: F401  (register commands)
+    from nb2prod.cli import cache, check, ci, cluster, run, runs, schedule  # noqa: F401  (register commands)
 
     try:
         cli.main(args=argv, prog_name="nb2prod", standalone_mode=True)

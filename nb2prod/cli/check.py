@@ -12,10 +12,19 @@ from nb2prod.cli.render import print_issues, print_spec
 
 
 @cli.command()
-@click.argument("notebook", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the pipeline.json schema) on stdout.")
-def check(notebook: str, as_json: bool) -> None:
-    """Validate NOTEBOOK and print its stage DAG."""
+@click.argument("notebooks", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (the pipeline.json schema) on stdout; a list of them for several notebooks.")
+def check(notebooks: tuple[str, ...], as_json: bool) -> None:
+    """Validate NOTEBOOKS (one or more) and print their stage DAGs; exit 1 if any has errors."""
+    results = [_check_one(notebook, as_json) for notebook in notebooks]
+    if as_json:
+        click.echo(json.dumps(results[0][0] if len(results) == 1 else [data for data, _ in results]))
+    if any(failed for _, failed in results):
+        raise SystemExit(1)
+
+
+def _check_one(notebook: str, as_json: bool) -> tuple[dict, bool]:
     from nb2prod.core.builder import build_spec
     from nb2prod.core.spec import SCHEMA_VERSION, Issue
     from nb2prod.errors import NotebookError
@@ -31,14 +40,12 @@ def check(notebook: str, as_json: bool) -> None:
                 "errors": [{"message": exc.message, "cell_index": None, "cell_id": None, "stage": None}]}
         spec = None
     if as_json:
-        click.echo(json.dumps(data))
         print_issues(errors, [] if spec is None else spec.warnings)
     elif spec is not None:
         print_spec(spec)
     else:
         print_issues(errors, [])
-    if errors:
-        raise SystemExit(1)
+    return data, bool(errors)
 
 
 @cli.command("compile")

@@ -44,9 +44,26 @@ def print_spec(spec: PipelineSpec) -> None:
         settings += [f"retries={s.retries}"] if s.retries else []
         settings += [f"timeout={s.timeout:g}s"] if s.timeout else []
         settings += ["nocache"] if s.nocache else []
+        settings += [f"register:{v}={m}" for v, m in s.register.items()] + [f"monitor:{v}" for v in s.monitor]
         table.add_row(s.name, ",".join(map(str, s.cells)), ",".join(s.upstream), ", ".join(s.inputs),
                       ", ".join(s.outputs), " ".join(settings))
     stdout.print(table)
+    if spec.gates:
+        stdout.print("gates: " + ", ".join(spec.gates))
     print_issues(spec.errors, spec.warnings)
     if spec.ok:
         stdout.print(f"[green]ok[/]: {len(spec.stages)} stage(s), {len(spec.edges)} edge(s)")
+
+
+def check_lines(record: dict) -> list[str]:
+    """The gate, drift and promotion outcome of a run record as rich-markup lines (empty when none)."""
+    from nb2prod.mlops.outcome import outcome_lines
+
+    colour = {"ok": "green", "bad": "red", "warn": "yellow"}
+    return [f"[{colour[level]}]{text.split(':', 1)[0]}[/]:{text.split(':', 1)[1]}" for level, text in outcome_lines(record)]
+
+
+def print_checks(record: dict) -> None:
+    """Print :func:`check_lines` on stderr."""
+    for line in check_lines(record):
+        stderr.print(line, markup=True, soft_wrap=True)

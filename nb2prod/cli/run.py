@@ -12,7 +12,7 @@ import click
 
 from nb2prod import secret
 from nb2prod.cli import cli
-from nb2prod.cli.render import stderr
+from nb2prod.cli.render import print_checks, stderr
 from nb2prod.contracts import location
 from nb2prod.contracts.options import RESUME, RUN, RunOptions, click_options, from_click
 from nb2prod.errors import Nb2ProdError
@@ -91,7 +91,7 @@ def execute(notebook: str, options: RunOptions, *, as_json: bool, quiet: bool, r
     _summary(record)
     if record["status"] == "cancelled":
         sys.exit(130)
-    sys.exit(0 if record["status"] == "done" else 1)
+    sys.exit(0 if record["status"] == "done" and record["gate"]["status"] != "failed" else 1)
 
 
 def result_json(record: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +101,8 @@ def result_json(record: dict[str, Any]) -> dict[str, Any]:
             "stages": {name: {"status": s["status"], "duration_s": s["duration_s"], "attempts": s["attempts"],
                               "error": {k: s["error"].get(k) for k in ("type", "message", "cell_index", "line")}
                               if s["error"] else None}
-                       for name, s in record["stages"].items()}}
+                       for name, s in record["stages"].items()},
+            "gate": record["gate"], "promotion": record["promotion"], "drift": record["drift"]}
 
 
 def _summary(record: dict[str, Any]) -> None:
@@ -113,6 +114,7 @@ def _summary(record: dict[str, Any]) -> None:
                          markup=True, soft_wrap=True)
             if error.get("traceback"):
                 stderr.print(error["traceback"].rstrip(), markup=False, highlight=False, soft_wrap=True)
+    print_checks(record)
     color = {"done": "green", "failed": "red", "cancelled": "magenta"}.get(record["status"], "yellow")
     stderr.print(f"run [bold]{record['id']}[/] [{color}]{record['status']}[/] in {record['duration_s']:.2f}s — "
                  f"MLflow run {record['mlflow_run_id']} at {record['tracking_uri']} (see `nb2prod ui`)", markup=True,

@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from nb2prod.cli import cli
-from nb2prod.cli.render import stdout
+from nb2prod.cli.render import check_lines, stdout
 
 
 @cli.command()
@@ -23,9 +23,11 @@ def runs(notebook: str | None, limit: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(records))
         return
-    table = Table("run", "status", "notebook", "started", "duration", "MLflow run", box=None, pad_edge=False)
+    table = Table("run", "status", "gate", "notebook", "started", "duration", "MLflow run", box=None, pad_edge=False)
     for r in records:
-        table.add_row(r["id"], r["status"], r["notebook"], (r["started_at"] or "")[:19],
+        gate = r["gate"]["status"] if r["gate"]["status"] != "none" else ""
+        gate += " drifted" if (r.get("drift") or {}).get("drifted") else ""
+        table.add_row(r["id"], r["status"], gate.strip(), r["notebook"], (r["started_at"] or "")[:19],
                       f"{r['duration_s']:.1f}s" if r["duration_s"] is not None else "", r["mlflow_run_id"] or "")
     stdout.print(table)
 
@@ -50,6 +52,8 @@ def status(run_id: str, as_json: bool) -> None:
         table.add_row(name, s["status"], str(s["attempts"]),
                       f"{s['duration_s']:.2f}s" if s["duration_s"] is not None else "", text)
     stdout.print(table)
+    for line in check_lines(r):
+        stdout.print(line, soft_wrap=True)
 
 
 @cli.command()

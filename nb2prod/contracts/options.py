@@ -26,6 +26,7 @@ _KINDS: dict[str, tuple[type | tuple[type, ...], str, str]] = {
     "bool": (bool, "true or false", "boolean"),
     "strings": (list, "a list of strings", "string[]"),
     "choice": (str, "{choices}", "{choices}"),
+    "number": ((int, float), "a number", "number"),
 }
 
 
@@ -92,6 +93,19 @@ class RunOptions:
                             help="Extra package for the stages' Ray runtime env.")
     requirements: str | None = option(kind="string", flags=("--requirements",), path="input",
                                       help="requirements.txt for the stages' runtime env.")
+    gates: list[str] = option(kind="strings", flags=("--gate",), metavar="METRIC>=VALUE", fronts=NEW_RUN,
+                              help="Promotion gate on a metric of the run (>= > <= < ==; repeatable; adds to the "
+                                   "notebook's gate: tags).")
+    promote: str | None = option(kind="string", flags=("--promote",), metavar="ALIAS", fronts=NEW_RUN,
+                                 help="Move model alias ALIAS to the run's new model versions if every gate holds.")
+    drift_reference: str = option("champion", kind="string", flags=("--drift-reference",), fronts=NEW_RUN,
+                                  metavar="champion|previous|RUN_ID",
+                                  help="Run whose monitor: profiles the data is compared with (default champion: "
+                                       "the run of the promoted alias's holder, else the previous successful run).")
+    drift_threshold: float = option(0.2, kind="number", flags=("--drift-threshold",), fronts=NEW_RUN,
+                                    help="PSI above which a monitored column has drifted (default 0.2).")
+    fail_on_drift: bool = option(False, kind="bool", flags=("--fail-on-drift",), fronts=NEW_RUN,
+                                 help="On drift, skip the stages consuming the drifted data and fail the run.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,6 +133,8 @@ def _check(name: str, meta, value: Any) -> None:
     expected, wording, _ = _KINDS[meta["kind"]]
     choices = meta["choices"]
     ok = isinstance(value, expected)
+    if ok and meta["kind"] == "number":
+        ok = not isinstance(value, bool)
     if ok and meta["kind"] == "strings":
         ok = all(isinstance(v, str) for v in value)
     if ok and choices:
@@ -173,6 +189,10 @@ def click_options(front: str) -> Callable[[Callable], Callable]:
             kw["multiple"] = True
         elif meta["kind"] == "choice":
             kw.update(type=click.Choice(meta["choices"]), default=f.default, show_default=True)
+        elif meta["kind"] == "number":
+            kw.update(type=float, default=f.default, show_default=True)
+        elif f.default is not None:
+            kw.update(default=f.default, show_default=True)
         elif meta["path"]:
             kw["type"] = path_type(meta["path"])
         decorators.append(click.option(*meta["flags"], f.name, **kw))

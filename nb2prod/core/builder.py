@@ -126,6 +126,7 @@ class _Builder:
                 self.error(problem, cell)
             for message in clean.errors:
                 self.error(message, cell)
+            self.spec.gates += [g for g in cell.tags.gates if g not in self.spec.gates]
 
     # --- 2. which cell belongs where -------------------------------------------------
     def build(self) -> PipelineSpec:
@@ -230,6 +231,8 @@ class _Builder:
         stage.timeout = tags.timeout if tags.timeout is not None else stage.timeout
         stage.nocache |= tags.nocache
         stage.input_files += tags.inputs
+        stage.register.update(tags.register)
+        stage.monitor += [v for v in tags.monitor if v not in stage.monitor]
         self.spec.cells[cell.index] = CellCode(cell.index, cell.id, cell.code)
         return name
 
@@ -289,6 +292,7 @@ class _Builder:
                 self.warn(f"calls {call}(), which is not deterministic; tag the stage `nocache` "
                           "so its cached result is never reused", self.stage_cells[name][0], name)
             self._metrics(stage, self.stage_cells[name])
+            self._check_bound(name, defined)
         for name in order:
             stage = self.spec.stages[name]
             stage.outputs = sorted(set(stage.outputs))
@@ -369,6 +373,17 @@ class _Builder:
         for cell in cells:
             if cell.tags.metrics and cell.flow:
                 stage.metrics += sorted(cell.flow.defines - set(stage.metrics))
+
+    def _check_bound(self, name: str, defined: set[str]) -> None:
+        """A ``register:``/``monitor:`` variable must be bound by the stage whose cell carries the tag."""
+        for cell in self.stage_cells[name]:
+            if self._failed(cell):
+                continue  # its own error (syntax, bad tag) says more
+            tagged = [("register", v) for v in cell.tags.register] + [("monitor", v) for v in cell.tags.monitor]
+            for kind, var in tagged:
+                if var not in defined:
+                    self.error(f"{kind}:{var} names {var!r}, which stage {name!r} does not bind; tag the cell "
+                               f"of the stage that assigns {var!r}", cell, name)
 
     def _kale_metrics(self, order: list[str], defines: dict[str, set[str]]) -> None:
         for name, cell in self.kale_metric_names:

@@ -2,7 +2,8 @@
 
 nb2prod dialect: ``parameters``, ``stage:NAME``, ``after:NAME``, ``setup``, ``skip``, ``metrics``,
 ``resources:cpu=N,gpu=N,memory=SIZE[,CUSTOM=N]``, ``gpu``, ``retries:N``, ``timeout:SECONDS``,
-``nocache``, ``inputs:PATH_OR_GLOB``.
+``nocache``, ``inputs:PATH_OR_GLOB``, ``register:VAR[=MODEL]``, ``monitor:VAR``, ``gate:METRIC OP VALUE``
+(``OP`` one of ``>= > <= < ==``; no commas: nbformat forbids them in tags).
 
 Kale dialect (read as-is): ``step:NAME``, ``block:NAME`` / bare ``step:`` or ``block:``, ``prev:NAME``,
 ``imports``, ``functions``, ``pipeline-parameters``, ``pipeline-metrics``, ``skip``,
@@ -33,6 +34,14 @@ SKIP_TAG = re.compile(r"^skip$")
 METRICS_TAG = re.compile(r"^metrics$")
 GPU_TAG = re.compile(r"^gpu$")
 NOCACHE_TAG = re.compile(r"^nocache$")
+IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+MODEL_NAME = r"[A-Za-z0-9_.-]+"
+REGISTER = re.compile(rf"^({IDENTIFIER})(?:=({MODEL_NAME}))?$")
+REGISTER_TAG = re.compile(r"^register:(.*)$")
+MONITOR_TAG = re.compile(rf"^monitor:({IDENTIFIER})$")
+GATE_TAG = re.compile(r"^gate:(.+)$")
+GATE = re.compile(r"^\s*([A-Za-z0-9_.\-/]+)\s*(>=|<=|==|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+GATE_OPS = (">=", ">", "<=", "<", "==")
 
 KALE_STEP_TAG = re.compile(rf"^step:({KALE_NAME})?$")
 KALE_BLOCK_TAG = re.compile(rf"^block:({KALE_NAME})?$")
@@ -71,6 +80,9 @@ class Directives:
     kale_metrics: bool = False
     kale_setup_order: int = 0  # imports (0) before functions (1)
     inputs: list[str] = field(default_factory=list)
+    register: dict[str, str] = field(default_factory=dict)  # variable -> registered model name
+    monitor: list[str] = field(default_factory=list)
+    gates: list[str] = field(default_factory=list)  # normalized METRIC OP VALUE
     problems: list[str] = field(default_factory=list)
 
     def merge(self, header: "Directives") -> None:
@@ -81,6 +93,8 @@ class Directives:
         self.retries = header.retries if header.retries is not None else self.retries
         self.timeout = header.timeout if header.timeout is not None else self.timeout
         self.nocache |= header.nocache
+        self.register.update(header.register)
+        self.monitor += [v for v in header.monitor if v not in self.monitor]
 
 
 def parse_size(text: str) -> int:
@@ -108,6 +122,28 @@ def parse_resources(spec: str) -> dict[str, float]:
             except ValueError:
                 raise ValueError(f"resources value {value!r} for {key!r} is not a number") from None
     return resources
+
+
+def parse_register(text: str) -> tuple[str, str]:
+    """``"best_model=wine-classifier"`` → ``("best_model", "wine-classifier")``; the name defaults to VAR."""
+    match = REGISTER.match(text.strip())
+    if not match:
+        raise ValueError("register:VAR or register:VAR=MODEL (VAR a Python name; MODEL letters, digits, '_', '.', '-')")
+    return match.group(1), match.group(2) or match.group(1)
+
+
+def parse_gate(text: str) -> tuple[str, str, float]:
+    """``"accuracy>=0.9"`` → ``("accuracy", ">=", 0.9)``; metric names may contain dots."""
+    match = GATE.match(text)
+    if not match:
+        raise ValueError("a gate is METRIC OP NUMBER with OP one of >= > <= < == (e.g. accuracy>=0.9)")
+    return match.group(1), match.group(2), float(match.group(3))
+
+
+def gate_text(metric: str, op: str, value: float) -> str:
+    """The normalized form of a gate (``accuracy>=0.9``)."""
+    number = str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    return f"{metric}{op}{number}"
 
 
 def parse_tags(tags: list[str]) -> Directives:
@@ -160,7 +196,14 @@ def _apply_tag(d: Directives, tag: str) -> None:
         d.nocache = True
     elif m := INPUTS_TAG.match(tag):
         d.inputs.append(m.group(1))
-    elif tag.startswith(("stage:", "after:", "retries:", "timeout:", "prev:", "step:", "block:")):
+    elif m := REGISTER_TAG.match(tag):
+        var, name = parse_register(m.group(1))
+        d.register[var] = name
+    elif m := MONITOR_TAG.match(tag):
+        d.monitor.append(m.group(1))
+    elif m := GATE_TAG.match(tag):
+        d.gates.append(gate_text(*parse_gate(m.group(1))))
+    elif tag.startswith(("stage:", "after:", "retries:", "timeout:", "prev:", "step:", "block:", "monitor:")):
         raise ValueError(_malformed_hint(tag))
     elif KALE_IGNORED_TAG.match(tag):
         pass  # Kale's Kubernetes-specific tags mean nothing on Ray
@@ -182,6 +225,7 @@ def _malformed_hint(tag: str) -> str:
         "block": "Kale step names use lowercase letters, digits and '_' (block:train_model)",
         "retries": "retries:N takes a whole number",
         "timeout": "timeout:SECONDS takes a number of seconds",
+        "monitor": "monitor:VAR names a Python variable the stage binds",
     }[kind]
 
 
@@ -194,7 +238,7 @@ def stage_magic_parser() -> argparse.ArgumentParser:
     """The ``%%stage NAME [options]`` argument parser, shared by the core and the magic."""
     p = _ArgParser(prog="%%stage", add_help=False,
                    usage="%%stage NAME [--after A]... [--gpu] [--cpu N] [--memory SIZE] "
-                         "[--retries N] [--timeout S] [--nocache]")
+                         "[--retries N] [--timeout S] [--nocache] [--register VAR[=MODEL]]... [--monitor VAR]...")
     p.add_argument("name")
     p.add_argument("--after", action="append", default=[])
     p.add_argument("--gpu", nargs="?", const=1.0, type=float)
@@ -203,6 +247,8 @@ def stage_magic_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int)
     p.add_argument("--timeout", type=float)
     p.add_argument("--nocache", action="store_true")
+    p.add_argument("--register", action="append", default=[])
+    p.add_argument("--monitor", action="append", default=[])
     return p
 
 
@@ -212,7 +258,12 @@ def parse_stage_magic(line: str) -> Directives:
     if not re.fullmatch(NAME, args.name):
         raise ValueError(f"stage name {args.name!r}: use letters, digits, '_' and '-'")
     d = Directives(stage=args.name, stage_dialect="nb2prod", after=list(args.after),
-                   retries=args.retries, timeout=args.timeout, nocache=args.nocache)
+                   retries=args.retries, timeout=args.timeout, nocache=args.nocache,
+                   register=dict(parse_register(r) for r in args.register))
+    for var in args.monitor:
+        if not re.fullmatch(IDENTIFIER, var):
+            raise ValueError(f"--monitor {var!r}: name a Python variable the stage binds")
+        d.monitor.append(var)
     if args.gpu is not None:
         d.resources["gpu"] = args.gpu
     if args.cpu is not None:

@@ -67,6 +67,8 @@ class Stage:
     parameters_read: list[str] = field(default_factory=list)
     mutated_inputs: list[str] = field(default_factory=list)
     upstream: list[str] = field(default_factory=list)
+    register: dict[str, str] = field(default_factory=dict)  # variable -> registered model name
+    monitor: list[str] = field(default_factory=list)  # variables whose data profile is logged and compared
 
 
 @dataclass
@@ -83,6 +85,7 @@ class PipelineSpec:
     warnings: list[Issue] = field(default_factory=list)
     errors: list[Issue] = field(default_factory=list)
     cells: dict[int, CellCode] = field(default_factory=dict)
+    gates: list[str] = field(default_factory=list)  # from gate: tags, normalized METRIC OP VALUE
 
     @property
     def ok(self) -> bool:
@@ -107,6 +110,7 @@ class PipelineSpec:
             "edges": [list(e) for e in self.edges],
             "warnings": [asdict(w) for w in self.warnings],
             "errors": [asdict(e) for e in self.errors],
+            "gates": list(self.gates),
         }
         for stage in self.stages.values():
             entry = asdict(stage)
@@ -130,6 +134,7 @@ class PipelineSpec:
         spec.edges = [tuple(e) for e in data["edges"]]
         spec.warnings = [Issue(**w) for w in data["warnings"]]
         spec.errors = [Issue(**e) for e in data["errors"]]
+        spec.gates = list(data.get("gates", []))
         code_cells = [c for s in data["stages"].values() for c in s.get("code", [])]
         code_cells += data.get("setup", []) + ([data["parameters_cell"]] if data.get("parameters_cell") else [])
         spec.cells = {c["index"]: CellCode(**c) for c in code_cells}

@@ -55,6 +55,7 @@ class Orchestration:
         self.cache_writes: list[Any] = []
         self.nodes_checked = 0.0
         self.cluster_resources = ray.cluster_resources()
+        self.mlops = None  # MlopsHooks when the notebook registers, monitors or has gates
 
     # --- the loop --------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -64,6 +65,11 @@ class Orchestration:
         self.parent = self.tracker.start_run(self.experiment_id, Path(self.spec.notebook).stem, req.tags,
                                              params=req.shown_parameters)
         self.state.emit(type="run", mlflow_run_id=self.parent, experiment_id=self.experiment_id)
+        from nb2prod.mlops import hooks
+
+        if hooks.enabled(self.spec, req):
+            self.mlops = hooks.MlopsHooks(req, self.tracker.client)
+            self.mlops.start(self.experiment_id, self.parent)
         self._seed()
         while True:
             if self.state.cancelled or self.state.client_gone():
@@ -190,6 +196,7 @@ class Orchestration:
             parameters=req.overrides, inputs={i: self._producer(name, i) for i in stage.inputs},
             mutated_inputs=stage.mutated_inputs, outputs=stage.outputs, metrics=stage.metrics, env=env,
             keep_all=not any(name in s.upstream for s in spec.stages.values()),
+            register=dict(stage.register), monitor=list(stage.monitor),
             secrets=req.secret_values, stage_dir=stage_dir,
             mlflow={"tracking_uri": self.tracker.uri, "run_id": self.child_runs[name].result()} if uses_mlflow else None)
 
@@ -207,8 +214,12 @@ class Orchestration:
                                      len(self.state.starts.get((name, task.attempt), [])) - 1)
         if meta["status"] == "done":
             self.outputs[name] = task.outputs
+            skip = self.mlops.stage_done(name, meta) if self.mlops else []
             self._record(name, meta, StageStatus.DONE)
             self._store(name, task.outputs, meta)
+            for later in skip:
+                if self.status[later] is StageStatus.PENDING:
+                    self._set(later, StageStatus.SKIPPED)
         elif self.attempts[name] <= self.spec.stages[name].retries:
             delay = min(BACKOFF_BASE_S * 2 ** (self.attempts[name] - 1), BACKOFF_MAX_S)
             self.retry_at[name] = time.time() + delay
@@ -284,7 +295,8 @@ class Orchestration:
         ended = meta.get("ended_at") or time.time()
         duration = round(ended - started, 4) if started else None
         if name in self.child_runs:
-            metrics = {**meta.get("metrics", {}), "nb2prod.duration_s": duration or 0.0}
+            drift = self.mlops.stage_metrics(name) if self.mlops else {}
+            metrics = {**meta.get("metrics", {}), **drift, "nb2prod.duration_s": duration or 0.0}
             tags = {"nb2prod.status": status.value, "nb2prod.attempts": str(self.attempts[name])}
             texts = {f"logs/{name}.log": meta["log"]} if meta.get("log") else None
             stage_dir = Path(self.req.stage_dir_root) / name if self.req.stage_dir_root else None
@@ -292,6 +304,8 @@ class Orchestration:
             def end(child: str) -> None:
                 if stage_dir and stage_dir.is_dir() and any(stage_dir.iterdir()):
                     self.tracker.client.log_artifacts(child, str(stage_dir))
+                if self.mlops and status is StageStatus.DONE:
+                    self.mlops.stage_logged(name, meta, child, self.parent)
                 self.tracker.end_run(child, status.mlflow_status, metrics, tags, texts=texts)
 
             self._write(name, end)
@@ -319,19 +333,23 @@ class Orchestration:
     def _finish(self, started: float) -> dict[str, Any]:
         if self.state.cancelled or self.state.client_gone():
             status = RunStatus.CANCELLED if self.state.cancelled else RunStatus.INTERRUPTED
-        elif any(s is StageStatus.FAILED for s in self.status.values()):
+        elif any(s is StageStatus.FAILED for s in self.status.values()) or (self.mlops and self.mlops.failure):
             status = RunStatus.FAILED
         else:
             status = RunStatus.DONE
         ended = time.time()
         error = next(({"stage": n, **r["error"]} for n, r in self.results.items()
                       if self.status[n] is StageStatus.FAILED and r.get("error")), None)
+        if error is None and status is RunStatus.FAILED and self.mlops:
+            error = self.mlops.failure
         cells = {i: c for r in self.results.values() for i, c in r.get("cells", {}).items()}
         nb = build_output_notebook(self.req.notebook, self.spec.parameters_cell, self.req.shown_parameters, cells,
                                    start=_iso(started), end=_iso(ended), duration=ended - started,
                                    failed_error=error, input_path=self.spec.notebook, output_path=self.req.output_path)
         nb_json = json.dumps(nb)
         metrics = {k: v for r in self.results.values() for k, v in r.get("metrics", {}).items()}
+        if self.mlops:
+            metrics.update({k: v for n in self.spec.stages for k, v in self.mlops.stage_metrics(n).items()})
         from nb2prod.tracking import environment_tags, pip_freeze
 
         texts = {"pipeline.json": json.dumps(self.spec.to_dict(include_code=True), indent=1),
@@ -340,6 +358,7 @@ class Orchestration:
         self.writer.shutdown(wait=True)  # every stage run written before the parent ends
         self.tracker.end_run(self.parent, status.mlflow_status, metrics,
                              {"nb2prod.status": status.value, **environment_tags()}, texts=texts)
+        checks = self.mlops.finish(self.parent, status is RunStatus.DONE) if self.mlops else {}
         if self.cache_writes:  # so that a rerun right after this one finds them
             ray.wait(self.cache_writes, num_returns=len(self.cache_writes), timeout=CACHE_WRITE_WAIT_S)
         self.state.emit(type="end", status=status.value)
@@ -347,7 +366,7 @@ class Orchestration:
                 "duration_s": round(ended - started, 4), "error": error, "output_notebook": nb_json,
                 "stages": {n: {"status": self.status[n].value, "attempts": self.attempts[n],
                                "log": self.results.get(n, {}).get("log", "")} for n in self.spec.stages},
-                "metrics": metrics}
+                "metrics": metrics, **checks}
 
 
 def _ray_error(exc: Exception, stage: str) -> dict[str, Any]:

@@ -29,3 +29,8 @@ class RunRequest:
     keys: dict[str, str] = field(default_factory=dict)  # stage -> cache key
     hits: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> cache entry metadata
     runtime_env: dict[str, Any] | None = None
+    gates: list[str] = field(default_factory=list)  # --gate, on top of the notebook's gate: tags
+    promote: str | None = None  # alias to move when the gates hold
+    drift_reference: str = "champion"  # champion | previous | an MLflow parent run id
+    drift_threshold: float = 0.2
+    fail_on_drift: bool = False

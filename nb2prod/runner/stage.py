@@ -46,6 +46,8 @@ class StagePayload:
     secrets: list[str] = field(default_factory=list)
     stage_dir: str | None = None
     mlflow: dict[str, str] | None = None  # tracking_uri, run_id of the stage's MLflow run
+    register: dict[str, str] = field(default_factory=dict)  # variable -> model name (packed here)
+    monitor: list[str] = field(default_factory=list)  # variables profiled here
 
 
 class _Tee(io.TextIOBase):
@@ -117,6 +119,7 @@ def execute(payload: StagePayload, upstream: dict[str, dict[str, Any]],
         if payload.keep_all:
             outputs.update(_everything_else(ns, baseline, outputs))
         meta["metrics"] = _collect_metrics(payload, ns)
+        _mlops_artifacts(payload, ns, meta)
     except _CellFailed as failed:
         meta["status"], meta["error"] = "failed", failed.error
     finally:
@@ -317,6 +320,38 @@ def _collect_metrics(payload: StagePayload, ns: dict) -> dict[str, float]:
         if isinstance(value, _SCALARS) or (type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0):
             metrics[name] = float(value)
     return metrics
+
+
+def _mlops_artifacts(payload: StagePayload, ns: dict, meta: dict[str, Any]) -> None:
+    """``monitor:`` profiles and ``register:`` models, built here where the values are; they travel back in
+    ``meta`` (the worker never writes into the client's tracking store)."""
+    if not (payload.monitor or payload.register):
+        return
+    cell = payload.cells[-1][0]
+    try:
+        if payload.monitor:
+            from nb2prod.mlops.profile import build_profile
+
+            meta["profiles"] = {var: build_profile(_bound(payload, ns, var, "monitor")) for var in payload.monitor}
+        if payload.register:
+            from nb2prod.mlops.registry import pack_model
+
+            candidates = [ns[i] for i in payload.inputs if i in ns] + [
+                v for k, v in ns.items() if k not in payload.inputs and getattr(v, "ndim", None) == 2]
+            meta["models"] = {var: pack_model(_bound(payload, ns, var, "register"), candidates)
+                              for var in payload.register}
+    except _CellFailed:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a value that cannot be profiled/saved fails the stage, clearly
+        raise _CellFailed({"type": type(exc).__name__, "cell_index": cell, "line": None, "traceback": "",
+                           "message": f"stage {payload.stage!r}: {exc}"}) from None
+
+
+def _bound(payload: StagePayload, ns: dict, var: str, tag: str) -> Any:
+    if var not in ns:
+        raise _CellFailed({"type": "NameError", "cell_index": payload.cells[-1][0], "line": None, "traceback": "",
+                           "message": f"{tag}:{var}: stage {payload.stage!r} did not bind {var!r}"})
+    return ns[var]
 
 
 def _capture_figures(outputs: list[dict]) -> None:

@@ -20,10 +20,29 @@ COMMAND_TIMEOUT_S = 60
 
 
 def body(schedule, fire) -> dict[str, Any]:
-    """The JSON body: schedule, scheduled time, run id, status, error, MLflow run id and link."""
+    """The JSON body: schedule, scheduled time, run id, status, error, MLflow run id and link, and the run's
+    gate (``{status, reason}``), drift (``{drifted, reason, columns, ...}``) and promotion outcome."""
     return {"schedule": schedule.name, "scheduled_time": fire.scheduled_time.isoformat() + "Z",
             "run_id": fire.run_id, "status": fire.status, "attempts": fire.attempts, "error": fire.error,
-            "mlflow_run_id": fire.mlflow_run_id, "mlflow_link": mlflow_link(fire.run_id, fire.mlflow_run_id)}
+            "mlflow_run_id": fire.mlflow_run_id, "mlflow_link": mlflow_link(fire.run_id, fire.mlflow_run_id),
+            **_checks(fire.run_id)}
+
+
+def _checks(run_id: str | None) -> dict[str, Any]:
+    if not run_id:
+        return {"gate": None, "drift": None, "promotion": None}
+    try:
+        from nb2prod.store import runs
+
+        record = runs.get_run(run_id)
+    except Exception:  # noqa: BLE001 - the notification goes out regardless
+        return {"gate": None, "drift": None, "promotion": None}
+    return {"gate": record["gate"], "drift": record["drift"], "promotion": record["promotion"]}
+
+
+def needs_attention(payload: dict[str, Any]) -> bool:
+    """A run that ended ``done`` but whose gate failed or whose data drifted is notified like a failure."""
+    return (payload.get("gate") or {}).get("status") == "failed" or bool((payload.get("drift") or {}).get("drifted"))
 
 
 def mlflow_link(run_id: str | None, mlflow_run_id: str | None) -> str | None:

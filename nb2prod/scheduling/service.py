@@ -253,7 +253,8 @@ class Scheduler:
         """Record the end of attempt ``attempt`` (whose run is ``run_id``) and retry with exponential backoff,
         or decide the fire. A compare-and-set on the fire (still ``running`` that attempt with that run): when
         two schedulers see the same end, one decides, retries and notifies; False for the other."""
-        retry = status not in ("done", "cancelled") and attempt <= schedule.retries
+        drifted = (error or "").startswith("DriftDetected")  # rerunning on the same shifted data changes nothing
+        retry = status not in ("done", "cancelled") and attempt <= schedule.retries and not drifted
         delay = min(schedule.retry_backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
         final = status if status in ("done", "cancelled") else "failed"
         values = (dict(status="retrying", error=error, next_attempt_at=now + timedelta(seconds=delay)) if retry
@@ -275,7 +276,7 @@ class Scheduler:
             log.info("schedule %s: attempt %d %s; retrying in %gs", schedule.name, attempt, status, delay)
             return True
         log.info("schedule %s: fire %s %s%s", schedule.name, fire.scheduled_time, final, f" ({error})" if error else "")
-        if final != "done" or schedule.notify_on_success:
+        if final != "done" or schedule.notify_on_success or notify.needs_attention(body):
             self.notifier.send(schedule.notify_url, schedule.notify_command, body)
         return True
 

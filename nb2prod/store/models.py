@@ -63,3 +63,13 @@ class AttemptRow(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime)
     node: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[dict | None] = mapped_column(JSON)
+
+
+class RunCheckRow(Base):
+    """Gate, promotion and drift outcome of a run (migration 0002)."""
+
+    __tablename__ = "run_checks"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    gate: Mapped[dict | None] = mapped_column(JSON)
+    promotion: Mapped[dict | None] = mapped_column(JSON)
+    drift: Mapped[dict | None] = mapped_column(JSON)

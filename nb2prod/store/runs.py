@@ -23,7 +23,7 @@ from sqlalchemy import delete, func, or_, select, update
 from nb2prod.core.status import RunStatus, StageStatus
 from nb2prod.errors import Nb2ProdError, RunNotFound
 from nb2prod.store.db import engine, session
-from nb2prod.store.models import AttemptRow, RunRow, StageRow
+from nb2prod.store.models import AttemptRow, RunCheckRow, RunRow, StageRow
 
 HEARTBEAT_S = 2.0
 STALE_AFTER_S = 20.0
@@ -126,6 +126,13 @@ def finish_run(run_id: str, status: RunStatus, error: dict[str, Any] | None = No
         return won
 
 
+def set_checks(run_id: str, gate: dict[str, Any] | None, promotion: dict[str, Any] | None,
+               drift: dict[str, Any] | None) -> None:
+    """Record the run's gate, promotion and drift outcome."""
+    with session() as s, s.begin():
+        s.merge(RunCheckRow(run_id=run_id, gate=gate, promotion=promotion, drift=drift))
+
+
 def _close_stages(s, run_ids: list[str]) -> None:
     s.execute(update(StageRow).where(StageRow.run_id.in_(run_ids), StageRow.status == StageStatus.RUNNING.value)
               .values(status=StageStatus.CANCELLED.value))
@@ -207,7 +214,7 @@ def get_run(run_id: str) -> dict[str, Any]:
     with session() as s:
         run = s.get(RunRow, run_id)
         stages = s.scalars(select(StageRow).where(StageRow.run_id == run_id).order_by(StageRow.position)).all()
-        return _record(run, stages)
+        return _record(run, stages, s.get(RunCheckRow, run_id))
 
 
 def list_runs(notebook: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -223,7 +230,8 @@ def list_runs(notebook: str | None = None, limit: int = 50) -> list[dict[str, An
         by_run: dict[str, list[StageRow]] = {}
         for st in stages:
             by_run.setdefault(st.run_id, []).append(st)
-        return [_record(r, by_run.get(r.id, [])) for r in runs]
+        checks = {c.run_id: c for c in s.scalars(select(RunCheckRow).where(RunCheckRow.run_id.in_([r.id for r in runs])))}
+        return [_record(r, by_run.get(r.id, []), checks.get(r.id)) for r in runs]
 
 
 def attempts(run_id: str) -> list[dict[str, Any]]:
@@ -242,8 +250,9 @@ def _iso(t: datetime | None) -> str | None:
     return t.replace(tzinfo=timezone.utc).isoformat() if t else None
 
 
-def _record(run: RunRow, stages: list[StageRow]) -> dict[str, Any]:
+def _record(run: RunRow, stages: list[StageRow], checks: RunCheckRow | None = None) -> dict[str, Any]:
     end = run.ended_at or now()
+    gate = checks.gate if checks and checks.gate else {"status": "none", "reason": None}
     return {
         "id": run.id, "notebook": run.notebook, "status": run.status, "origin": run.origin,
         "created_at": _iso(run.created_at), "started_at": _iso(run.started_at), "ended_at": _iso(run.ended_at),
@@ -251,6 +260,8 @@ def _record(run: RunRow, stages: list[StageRow]) -> dict[str, Any]:
         "parameters": run.parameters, "options": run.options, "mlflow_run_id": run.mlflow_run_id,
         "mlflow_experiment_id": run.mlflow_experiment_id, "tracking_uri": run.tracking_uri,
         "error": run.error, "resumed_from": run.resumed_from, "notebook_sha256": run.notebook_sha256,
+        "gate": {"status": gate["status"], "reason": gate.get("reason")}, "gates": gate.get("results", []),
+        "promotion": checks.promotion if checks else None, "drift": checks.drift if checks else None,
         "stages": {st.name: {
             "status": st.status, "started_at": _iso(st.started_at), "ended_at": _iso(st.ended_at),
             "duration_s": st.duration_s, "attempts": st.attempts, "system_retries": st.system_retries,
