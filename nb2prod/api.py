@@ -87,6 +87,7 @@ def run(path: str | Path, options: RunOptions | None = None, *, run_id: str | No
     """Run the pipeline in the foreground; returns the final run record (status inside, never raises
     for a failing stage)."""
     from nb2prod.runner.request import RunRequest
+    from nb2prod.runner.shipping import pip_env
     from nb2prod.runner.driver import drive, save_outputs
 
     options = options or RunOptions()
@@ -114,7 +115,8 @@ def run(path: str | Path, options: RunOptions | None = None, *, run_id: str | No
         experiment=prepared.experiment, tracking_uri=prepared.tracking_uri, tags=tags,
         log_output=options.log_output, gpu_fallback=options.gpu_fallback,
         stage_dir_root=str(run_dir(run_id) / "stages"), output_path=options.output_notebook,
-        cache_dir=cache_dir, keys=keys, hits=hits, runtime_env=_runtime_env(spec, options),
+        cache_dir=cache_dir, keys=keys, hits=hits, runtime_env=pip_env(options.pip, options.requirements),
+        ship=_shipment(spec, options),
         only=spec.downstream(options.stages) if options.downstream else (options.stages or None),
         gates=list(options.gates), promote=options.promote, drift_reference=_drift_reference(options),
         drift_threshold=options.drift_threshold, fail_on_drift=options.fail_on_drift)
@@ -201,16 +203,17 @@ def cancel_run(run_id: str) -> dict[str, Any]:
     return store.get_run(run_id)
 
 
-def _runtime_env(spec: PipelineSpec, options: RunOptions) -> dict[str, Any] | None:
-    """Ship the notebook's directory to an explicitly named cluster; the embedded one shares our files."""
+def _shipment(spec: PipelineSpec, options: RunOptions):
+    """The notebook's directory, content-addressed, for an explicitly named cluster (which may not share our
+    files); None for the embedded one, which does."""
     from nb2prod.runner import cluster
-    from nb2prod.runner.shipping import runtime_env
+    from nb2prod.runner.shipping import prepare
 
     address = options.ray_address or os.environ.get("RAY_ADDRESS")
     state = cluster.status()
     if not address or (state and state["address"] == address):
-        return {"pip": list(options.pip)} if options.pip else None
-    return runtime_env(Path(spec.notebook).parent, options.pip, options.requirements)
+        return None
+    return prepare(Path(spec.notebook).parent)
 
 
 def _create(run_id: str, prepared: Prepared, options: RunOptions, origin: str) -> None:

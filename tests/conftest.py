@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -44,6 +47,91 @@ def ray_cluster(nb2prod_home):
 
         ray.shutdown()
         cluster.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_start_cluster(nb2prod_home):
+    """A cluster started the way users start theirs (`ray start --head`), 2 CPUs, its own temp dir, loopback
+    only, token auth on (the embedded cluster's token file, so one test process can switch between the two).
+    Ray's defaults otherwise (no nb2prod system config). Stopped by its process group, SIGKILL after 5 s."""
+    from nb2prod.runner.cluster import token_path
+
+    temp = f"/tmp/nb2prod-rs-{os.getpid()}"  # short: Ray's unix socket paths are limited
+    port = _free_port()
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN_PATH": str(token_path())}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+           f"--port={port}", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
+           f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}",
+           f"--ray-client-server-port={_free_port()}", f"--dashboard-port={_free_port()}"]
+    log = nb2prod_home / "ray-start.log"
+    proc = None
+    try:
+        for _ in range(3):  # a loaded machine can miss the raylet's fixed 15 s wait for its agents
+            with open(log, "w") as out:
+                proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
+            deadline = time.time() + 180
+            while "Ray runtime started" not in log.read_text() and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.2)
+            if "Ray runtime started" in log.read_text():
+                break
+            _stop_group(proc)
+        else:
+            raise RuntimeError(f"`ray start --head` failed:\n{log.read_text()[-3000:]}")
+        client = {k: env[k] for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
+        yield {"address": f"127.0.0.1:{port}", "temp_dir": temp, "env": {**os.environ, **client}}
+    finally:
+        if proc is not None:
+            _stop_group(proc)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):  # Ray's agents ignore SIGTERM
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _switch(address: str | None) -> None:
+    """Connect this test process to ``address`` (None: the embedded cluster), and its subprocesses too."""
+    import ray
+
+    from nb2prod.runner import cluster
+
+    ray.shutdown()
+    if address:
+        os.environ["RAY_ADDRESS"] = address
+    else:
+        os.environ.pop("RAY_ADDRESS", None)
+    cluster.connect(address)
+
+
+@pytest.fixture(scope="module", params=["embedded", pytest.param("ray-start", marks=pytest.mark.slow)])
+def any_cluster(request, ray_cluster):
+    """The runner's end-to-end tests run on the embedded cluster and (slow lane) on a `ray start` cluster."""
+    if request.param == "embedded":
+        yield ray_cluster
+        return
+    address = request.getfixturevalue("ray_start_cluster")["address"]
+    _switch(address)
+    try:
+        yield address
+    finally:
+        _switch(None)
 
 
 @pytest.fixture

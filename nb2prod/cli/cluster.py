@@ -29,7 +29,7 @@ def up(num_cpus: int | None, num_gpus: int | None) -> None:
 
     from nb2prod.runner.coordinator import get_coordinator
 
-    ray.get(get_coordinator(owned_by_keeper=True).warm.remote(default_tracking_uri()))
+    ray.get(get_coordinator(embedded=True).warm.remote(default_tracking_uri()))
     click.echo(f"local Ray cluster up at {address}")
 
 

@@ -185,8 +185,7 @@ def stop() -> bool:
     return True
 
 
-def connect(address: str | None = None, *, log_to_driver: bool = False,
-            runtime_env: dict[str, Any] | None = None) -> str:
+def connect(address: str | None = None, *, log_to_driver: bool = False) -> str:
     """Connect this process to Ray: ``address``, else ``RAY_ADDRESS``, else the embedded cluster."""
     address = address or os.environ.get("RAY_ADDRESS")
     extra: dict[str, Any] = {}
@@ -195,6 +194,8 @@ def connect(address: str | None = None, *, log_to_driver: bool = False,
         os.environ.update(embedded_env())
         address = start()
         extra["_node_ip_address"] = LOOPBACK  # else Ray may resolve 127.0.0.1 to the external IP and hang
+    elif os.environ.get("NB2PROD_NODE_IP") or address.rpartition(":")[0] in (LOOPBACK, "localhost"):
+        extra["_node_ip_address"] = os.environ.get("NB2PROD_NODE_IP") or LOOPBACK  # a keeper in the cluster
     import ray
 
     if ray.is_initialized():
@@ -205,7 +206,7 @@ def connect(address: str | None = None, *, log_to_driver: bool = False,
                            "nb2prod connect before importing ray")
     try:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=log_to_driver,
-                 logging_level=logging.ERROR, runtime_env=runtime_env, **extra)
+                 logging_level=logging.ERROR, **extra)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise Nb2ProdError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
     return address

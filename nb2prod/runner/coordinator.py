@@ -48,6 +48,7 @@ class Coordinator:
     """Actor body; see :func:`get_coordinator`."""
 
     def __init__(self) -> None:
+        self._code = code_fingerprint()
         self._runs: dict[str, RunState] = {}
         self._trackers: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -56,6 +57,11 @@ class Coordinator:
 
     def ready(self) -> bool:
         return True
+
+    @ray.method(concurrency_group="control")
+    def version(self) -> dict[str, str]:
+        """The nb2prod version and code fingerprint this coordinator runs (clients check it first)."""
+        return code_version(self._code)
 
     @ray.method(concurrency_group="control")  # answers even when every default thread runs a run
     def busy(self) -> bool:
@@ -137,25 +143,71 @@ def coordinator_name(fingerprint: str | None = None) -> str:
     return f"coordinator-{fingerprint or code_fingerprint()}"
 
 
-def get_coordinator(owned_by_keeper: bool = False):
-    """The cluster's coordinator for this nb2prod code, created (detached) if needed.
+def code_version(fingerprint: str | None = None) -> dict[str, str]:
+    """This process's nb2prod version and code fingerprint."""
+    from nb2prod import __version__
 
-    On the embedded cluster the keeper process creates it (so its workers stay warm); clients wait
-    for it a little and create it themselves only if the keeper is not there.
+    return {"version": __version__, "code": fingerprint or code_fingerprint()}
+
+
+def get_coordinator(embedded: bool = False):
+    """The cluster's coordinator for this nb2prod code, checked to run the same code as this client.
+
+    A keeper (a never-ending driver, :mod:`nb2prod.runner.keeper`) creates it, so that its stage workers
+    stay warm across clients: on the embedded cluster the keeper starts with the cluster; on any other
+    cluster the first client launches one inside the cluster. A client creates the coordinator itself
+    only if no keeper brings it up in time.
     """
-    name = coordinator_name()
-    deadline = time.time() + (KEEPER_WAIT_S if owned_by_keeper else 0)
-    while time.time() < deadline:
-        try:
-            return ray.get_actor(name, namespace=NAMESPACE)
-        except ValueError:
-            time.sleep(0.1)
+    fingerprint = code_fingerprint()
+    name = coordinator_name(fingerprint)
+    actor = _named(name)
+    if actor is None:
+        if not embedded:
+            from nb2prod.runner.keeper import launch
+
+            launch(fingerprint)
+        deadline = time.time() + KEEPER_WAIT_S
+        while actor is None and time.time() < deadline:
+            time.sleep(0.05)
+            actor = _named(name)
+        actor = actor or create_coordinator(name)
+    check_version(actor, code_version(fingerprint), "coordinator")
+    return actor
+
+
+def create_coordinator(name: str):
+    """Create (detached, on the head node) the coordinator named ``name`` unless it exists; retire stale ones."""
     actor = ray.remote(concurrency_groups={"output": 1, "control": 1})(Coordinator).options(
         name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0,
         resources={HEAD_NODE: 0.001},  # on the head node: losing a worker node never loses the coordinator
         max_concurrency=64, max_restarts=-1).remote()
     retire_stale(name)
     return actor
+
+
+def check_version(actor, mine: dict[str, str], what: str) -> None:
+    """Raise a clear error when ``actor`` (a coordinator or keeper) runs other nb2prod code than this client."""
+    from nb2prod.errors import Nb2ProdError
+
+    try:
+        theirs = ray.get(actor.version.remote(), timeout=120)
+    except AttributeError:
+        theirs = {"version": "older than 0.1 (no version check)", "code": "?"}
+    except ray.exceptions.RayActorError as exc:
+        raise Nb2ProdError(f"nb2prod's {what} could not start in the Ray cluster; is nb2prod {mine['version']} "
+                           f"installed on the cluster's nodes? ({str(exc).splitlines()[0]})") from None
+    if theirs != mine:
+        ray.kill(actor)  # named for this client's code but running other code: of no use to anyone
+        raise Nb2ProdError(f"this client runs nb2prod {mine['version']} (code {mine['code']}), but the Ray "
+                           f"cluster's nb2prod {what} runs nb2prod {theirs['version']} (code {theirs['code']}); "
+                           "install the same nb2prod on the client and on the cluster's nodes")
+
+
+def _named(name: str):
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return None
 
 
 def retire_stale(current: str) -> int:

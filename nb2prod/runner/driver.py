@@ -5,6 +5,7 @@ into a cancel."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -25,17 +26,18 @@ def drive(request, ray_address: str | None, observer: Observer | None = None) ->
     """Run ``request`` (a RunRequest) on the cluster and return the coordinator's result."""
     from nb2prod.runner.cluster import connect
 
-    shipped = request.runtime_env if request.runtime_env and "working_dir" in request.runtime_env else None
-    address = connect(ray_address, runtime_env=shipped)  # before importing ray: it sets the embedded env
+    creating = _create_tracking_store_meanwhile(request.tracking_uri, ray_address)
+    address = connect(ray_address)  # before importing ray: it sets the embedded env
+    if creating:
+        creating.join()
     import ray
-
-    if shipped:  # uploaded with this job; stage tasks refer to the uploaded package by its URI
-        request.runtime_env = dict(ray.get_runtime_context().runtime_env)
 
     from nb2prod.runner.cluster import is_embedded
     from nb2prod.runner.coordinator import get_coordinator
 
-    coordinator = get_coordinator(owned_by_keeper=is_embedded(address))
+    if request.ship:
+        request.ship.upload()  # once per content: an unchanged directory is not sent again
+    coordinator = get_coordinator(embedded=is_embedded(address))
     ref = coordinator.run.remote(request)
     try:
         with _signals_to_cancel() as interrupted:
@@ -46,6 +48,28 @@ def drive(request, ray_address: str | None, observer: Observer | None = None) ->
                            f"the run's state is in the run store: `nb2prod status {request.run_id}`") from None
     result["interrupted"] = interrupted.is_set()
     return result
+
+
+def _create_tracking_store_meanwhile(tracking_uri: str, ray_address: str | None) -> threading.Thread | None:
+    """On a cold start (the embedded cluster is not up yet), create a new SQLite MLflow store while the cluster
+    starts: its schema migrations take seconds, which the coordinator would otherwise spend after it."""
+    from nb2prod.runner import cluster
+
+    if ray_address or os.environ.get("RAY_ADDRESS") or not tracking_uri.startswith("sqlite:///") \
+            or Path(tracking_uri[len("sqlite:///"):]).exists() or cluster.status() is not None:
+        return None
+
+    def create() -> None:
+        from nb2prod.tracking import Tracker
+
+        try:
+            Tracker(tracking_uri).client.search_experiments(max_results=1)
+        except Exception:  # noqa: BLE001 - only a head start: the coordinator reports real store errors
+            pass
+
+    thread = threading.Thread(target=create, name="mlflow-store", daemon=True)
+    thread.start()
+    return thread
 
 
 def _follow(request, coordinator, ref, interrupted: threading.Event, observer: Observer | None) -> None:

@@ -1,38 +1,89 @@
-"""A tiny long-lived driver started with the embedded cluster: it owns the coordinator actor.
+"""A tiny long-lived driver that owns the coordinator actor, on any cluster.
 
-Ray ties worker processes to the job that created an actor; when that job's driver exits, the
-workers go too. Creating the coordinator from this never-ending job keeps stage workers warm
-across `nb2prod run` processes. Started by :func:`nb2prod.runner.cluster.start`, killed by ``stop``.
+Ray ties worker processes to the job that created an actor: when that job's driver exits, its
+workers go too, and tasks that a detached actor of a finished job submits get fresh workers.
+Creating the coordinator from this never-ending job keeps stage workers (and what they imported)
+warm across `nb2prod run` processes and across clients.
+
+- Embedded cluster: :func:`nb2prod.runner.cluster.start` starts it next to the cluster (killed by ``stop``).
+- Any other cluster (``--ray-address``): the first client calls :func:`launch`, which creates a detached
+  :class:`KeeperHost` actor on the head node; that actor runs the keeper as its child process, which
+  exits when its host goes (``ray stop``, the cluster's end).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 
 CHECK_S = 2.0
+IN_CLUSTER = "--in-cluster"
+
+
+class KeeperHost:
+    """Detached actor body: runs the keeper driver for this cluster as a child process of its worker."""
+
+    def __init__(self) -> None:
+        import ray
+
+        from nb2prod.runner.coordinator import code_fingerprint
+
+        self._code = code_fingerprint()
+        context = ray.get_runtime_context()
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_JOB_ID", "RAY_ADDRESS")}
+        env["NB2PROD_NODE_IP"] = ray.util.get_node_ip_address()
+        logs = os.path.join(ray._private.worker.global_worker.node.get_session_dir_path(), "logs")
+        with open(os.path.join(logs, f"nb2prod-keeper-{self._code}.log"), "ab") as out:
+            self._proc = subprocess.Popen([sys.executable, "-m", "nb2prod.runner.keeper", IN_CLUSTER,
+                                           context.gcs_address], env=env, stdin=subprocess.DEVNULL,
+                                          stdout=out, stderr=subprocess.STDOUT)
+
+    def version(self) -> dict[str, str]:
+        from nb2prod.runner.coordinator import code_version
+
+        return code_version(self._code)
+
+
+def launch(fingerprint: str) -> None:
+    """Make sure a keeper for this nb2prod code runs in the connected cluster (checked to run our code)."""
+    import ray
+
+    from nb2prod.runner.cluster import NAMESPACE
+    from nb2prod.runner.coordinator import HEAD_NODE, check_version, code_version
+
+    host = ray.remote(KeeperHost).options(
+        name=f"keeper-{fingerprint}", namespace=NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0,
+        resources={HEAD_NODE: 0.001}, max_restarts=-1).remote()
+    check_version(host, code_version(fingerprint), "keeper")
 
 
 def main() -> None:
-    # argv[1] is the cluster's temp dir: it marks this process as part of the cluster for `stop`.
+    in_cluster = sys.argv[1] == IN_CLUSTER
+    # embedded: argv[1] is the cluster's temp dir, which marks this process as part of the cluster for `stop`
     from nb2prod.runner.cluster import connect
 
-    connect()
+    connect(sys.argv[2] if in_cluster else None)
     import ray
 
-    from nb2prod.runner.coordinator import code_fingerprint, coordinator_name, get_coordinator, retire_stale
+    from nb2prod.runner.coordinator import code_fingerprint, coordinator_name, create_coordinator, retire_stale
 
     running = code_fingerprint()
-    ray.get(get_coordinator().ready.remote())
+    host = os.getppid()
+    ray.get(create_coordinator(coordinator_name(running)).ready.remote())
     draining = True
     while code_fingerprint() == running:  # nb2prod upgraded: restart with the new code
+        if in_cluster and os.getppid() != host:
+            return  # the host actor's worker is gone (the cluster stopped, or the host was killed)
         if draining:  # coordinators of the previous code finish their runs first
             try:
                 draining = retire_stale(coordinator_name(running)) > 0
             except Exception:  # noqa: BLE001 - a Ray hiccup: try again at the next check
                 pass
         time.sleep(CHECK_S)
+    if in_cluster:
+        return  # the next client of the new code launches a keeper for it
     os.execv(sys.executable, [sys.executable, "-m", "nb2prod.runner.keeper", *sys.argv[1:]])
 
 

@@ -198,7 +198,8 @@ class Orchestration:
             keep_all=not any(name in s.upstream for s in spec.stages.values()),
             register=dict(stage.register), monitor=list(stage.monitor),
             secrets=req.secret_values, stage_dir=stage_dir,
-            mlflow={"tracking_uri": self.tracker.uri, "run_id": self.child_runs[name].result()} if uses_mlflow else None)
+            mlflow={"tracking_uri": self.tracker.uri, "run_id": self.child_runs[name].result()} if uses_mlflow else None,
+            ship=req.ship.key if req.ship else None)
 
     # --- results ---------------------------------------------------------------------
     def _finished(self, ref) -> None:

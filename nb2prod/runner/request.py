@@ -28,7 +28,8 @@ class RunRequest:
     cache_dir: str | None = None
     keys: dict[str, str] = field(default_factory=dict)  # stage -> cache key
     hits: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> cache entry metadata
-    runtime_env: dict[str, Any] | None = None
+    runtime_env: dict[str, Any] | None = None  # stages' runtime env: only for extra packages (--pip)
+    ship: Any = None  # runner.shipping.Shipment: the notebook's directory, for a cluster that may not share it
     gates: list[str] = field(default_factory=list)  # --gate, on top of the notebook's gate: tags
     promote: str | None = None  # alias to move when the gates hold
     drift_reference: str = "champion"  # champion | previous | an MLflow parent run id

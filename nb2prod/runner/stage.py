@@ -48,6 +48,7 @@ class StagePayload:
     mlflow: dict[str, str] | None = None  # tracking_uri, run_id of the stage's MLflow run
     register: dict[str, str] = field(default_factory=dict)  # variable -> model name (packed here)
     monitor: list[str] = field(default_factory=list)  # variables profiled here
+    ship: str | None = None  # content hash of the shipped notebook directory (see runner.shipping)
 
 
 class _Tee(io.TextIOBase):
@@ -96,9 +97,11 @@ def execute(payload: StagePayload, upstream: dict[str, dict[str, Any]],
         os.environ["MLFLOW_TRACKING_URI"] = payload.mlflow["tracking_uri"]
         os.environ["MLFLOW_RUN_ID"] = payload.mlflow["run_id"]
     old_cwd = os.getcwd()
-    if not os.path.isdir(payload.notebook_dir):  # shipped with runtime_env: the worker runs in the copy
-        payload.notebook_dir = old_cwd
-    _forget_local_modules(payload.notebook_dir)
+    if payload.ship:  # the notebook's directory, as shipped: unpacked once per node, named by its content
+        from nb2prod.runner.shipping import unpacked
+
+        payload.notebook_dir = unpacked(payload.ship)
+    _isolate_local_modules(payload.notebook_dir)
     os.chdir(payload.notebook_dir)
     sys.path.insert(0, payload.notebook_dir)
     ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__, "display": None}
@@ -366,12 +369,19 @@ def _capture_figures(outputs: list[dict]) -> None:
     plt.close("all")
 
 
-def _forget_local_modules(directory: str) -> None:
-    """Drop modules imported from the notebook's directory, so a warm worker re-imports edited ones."""
-    prefixes = tuple({os.path.join(directory, ""), os.path.join(os.path.realpath(directory), "")})
+_LOCAL_DIRS: set[str] = set()  # notebook directories stages of this worker ran in
+_NEVER_LOCAL = ("nb2prod", "ray")
+
+
+def _isolate_local_modules(directory: str) -> None:
+    """Drop modules imported from any notebook directory a stage of this worker ran in: a warm worker
+    re-imports edited local modules, and two notebooks' ``utils.py`` never see each other."""
+    _LOCAL_DIRS.update({os.path.join(directory, ""), os.path.join(os.path.realpath(directory), "")})
+    prefixes = tuple(_LOCAL_DIRS)
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
-        if path and path.startswith(prefixes):
+        if path and path.startswith(prefixes) and name.partition(".")[0] not in _NEVER_LOCAL \
+                and "site-packages" not in path:
             del sys.modules[name]
 
 

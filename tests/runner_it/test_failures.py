@@ -14,7 +14,7 @@ from nb2prod import api
 from nb2prod.contracts import RunOptions
 from tests.conftest import make_notebook, run_cli
 
-pytestmark = pytest.mark.usefixtures("ray_cluster")
+pytestmark = pytest.mark.usefixtures("any_cluster")
 
 
 @pytest.fixture
