@@ -70,7 +70,8 @@ def ray_start_cluster(nb2prod_home):
     cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
            f"--port={port}", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
            f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}",
-           f"--ray-client-server-port={_free_port()}", f"--dashboard-port={_free_port()}"]
+           f"--ray-client-server-port={_free_port()}", f"--dashboard-port={_free_port()}",
+           "--no-monitor", "--include-log-monitor=false"]  # fewer daemons racing the raylet's 15 s agent wait
     log = nb2prod_home / "ray-start.log"
     proc = None
     try:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 def _run(nb: Path, cluster: dict, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "nb2prod", "run", str(nb), "--ray-address", cluster["address"],
                            "--json", "--quiet", "--no-cache", *extra], capture_output=True, text=True,
-                          env=env or cluster["env"], timeout=300)
+                          env=env or cluster["env"], timeout=300, cwd=nb.parent)
 
 
 def _ok(proc: subprocess.CompletedProcess) -> dict:
