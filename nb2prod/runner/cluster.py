@@ -190,7 +190,8 @@ def connect(address: str | None = None, *, log_to_driver: bool = False) -> str:
     address = address or os.environ.get("RAY_ADDRESS")
     extra: dict[str, Any] = {}
     state = _state()
-    if not address or (state and state["address"] == address):
+    embedded = not address or bool(state and state["address"] == address)
+    if embedded:
         os.environ.update(embedded_env())
         address = start()
         extra["_node_ip_address"] = LOOPBACK  # else Ray may resolve 127.0.0.1 to the external IP and hang
@@ -200,7 +201,7 @@ def connect(address: str | None = None, *, log_to_driver: bool = False) -> str:
 
     if ray.is_initialized():
         return address
-    if extra and ray._private.ray_constants.ENABLE_RAY_CLUSTER:
+    if embedded and ray._private.ray_constants.ENABLE_RAY_CLUSTER:
         raise Nb2ProdError("ray was imported before nb2prod set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, so it cannot "
                            "join the loopback-only local cluster; set that variable before starting Python, or let "
                            "nb2prod connect before importing ray")
