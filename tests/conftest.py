@@ -128,10 +128,13 @@ def any_cluster(request, ray_cluster):
         yield ray_cluster
         return
     address = request.getfixturevalue("ray_start_cluster")["address"]
-    _switch(address)
+    cache = request.getfixturevalue("tmp_path_factory").mktemp("ray-start-cache")
+    os.environ["NB2PROD_CACHE_DIR"] = str(cache)  # cache keys are content-based: the embedded variant's entries
+    _switch(address)                               # would make these runs cache hits
     try:
         yield address
     finally:
+        os.environ.pop("NB2PROD_CACHE_DIR", None)
         _switch(None)
 
 

@@ -60,7 +60,12 @@ def _create_tracking_store_meanwhile(tracking_uri: str, ray_address: str | None)
         return None
 
     def create() -> None:
+        import logging
+
         from nb2prod.tracking import Tracker
+
+        for name in ("mlflow", "alembic"):  # their schema-migration notices are not the user's business
+            logging.getLogger(name).setLevel(logging.ERROR)
 
         try:
             Tracker(tracking_uri).client.search_experiments(max_results=1)
