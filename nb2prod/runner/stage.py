@@ -383,6 +383,8 @@ def _isolate_local_modules(directory: str) -> None:
         if path and path.startswith(prefixes) and name.partition(".")[0] not in _NEVER_LOCAL \
                 and "site-packages" not in path:
             del sys.modules[name]
+            with contextlib.suppress(OSError, TypeError):  # bytecode is checked by mtime in whole seconds only:
+                os.remove(module.__cached__)  # an edit within that second would run the old code
 
 
 def _close_mlflow_run() -> None:
