@@ -109,14 +109,18 @@ def run(path: str | Path, options: RunOptions | None = None, *, run_id: str | No
             **_git_tags(Path(spec.notebook).parent)}
     if options.resume_from:
         tags["nb2prod.resumed_from"] = options.resume_from
+    from nb2prod.tracking import is_local
+
+    shared = _shares_disk(options)  # else nothing on the cluster side touches this machine's files
     request = RunRequest(
         run_id=run_id, spec=spec, notebook=prepared.notebook, overrides=prepared.overrides,
         shown_parameters=prepared.shown, secret_values=prepared.secret_values, env=prepared.env,
         experiment=prepared.experiment, tracking_uri=prepared.tracking_uri, tags=tags,
         log_output=options.log_output, gpu_fallback=options.gpu_fallback,
-        stage_dir_root=str(run_dir(run_id) / "stages"), output_path=options.output_notebook,
+        output_path=options.output_notebook,
         cache_dir=cache_dir, keys=keys, hits=hits, runtime_env=pip_env(options.pip, options.requirements),
-        ship=_shipment(spec, options),
+        ship=_shipment(spec, options), relay_tracking=not shared and is_local(prepared.tracking_uri),
+        relay_cache=not shared,
         only=spec.downstream(options.stages) if options.downstream else (options.stages or None),
         gates=list(options.gates), promote=options.promote, drift_reference=_drift_reference(options),
         drift_threshold=options.drift_threshold, fail_on_drift=options.fail_on_drift)
@@ -158,8 +162,16 @@ def _drift_reference(options: RunOptions) -> str:
 
 
 def start_run(path: str | Path, options: RunOptions | None = None, *, origin: str = "server") -> str:
-    """Validate, record and launch a run in a detached process; return its run id at once."""
+    """Validate, record and launch a run that outlives the caller; return its run id at once.
+
+    With a Jobs API address (``http(s)://``: ``ray_address``, ``RAY_API_SERVER_ADDRESS`` or ``RAY_ADDRESS``) the
+    run is a Ray job on that cluster; otherwise a detached local process."""
+    from nb2prod.runner import jobs
+
     options = options or RunOptions()
+    address = jobs.detach_address(options.ray_address)
+    if jobs.is_jobs_address(address):
+        return _submit_job(path, options, address, origin)
     prepared = prepare(path, options)
     run_id = store.new_run_id()
     _create(run_id, prepared, options, origin)
@@ -180,16 +192,47 @@ def start_run(path: str | Path, options: RunOptions | None = None, *, origin: st
 
 
 def get_run(run_id: str) -> dict[str, Any]:
-    """The run record for an nb2prod run id or MLflow parent run id (raises RunNotFound); its
-    ``tracking_uri`` without credentials (``options`` keep the URI a resume needs)."""
+    """The run record for an nb2prod run id or MLflow parent run id (raises RunNotFound); an unfinished
+    detached run is refreshed from its Ray job and the tracking server first (and found there when this
+    client's run store does not have it)."""
+    from nb2prod.errors import RunNotFound
+    from nb2prod.runner import detached
+
     _close_interrupted()
-    return _shown(store.get_run(run_id))
+    try:
+        record = store.get_run(run_id)
+    except RunNotFound:
+        if not detached.adopt(run_id):
+            raise
+        record = store.get_run(run_id)
+    if detached.job_address(record) and record["status"] == RunStatus.RUNNING.value:
+        detached.refresh(record)  # the cluster or the tracking server unreachable: an error saying which
+        record = store.get_run(record["id"])
+    return _shown(record)
 
 
 def list_runs(notebook: str | Path | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """Recent runs, newest first; ``notebook`` filters by notebook path."""
+    """Recent runs, newest first; ``notebook`` filters by notebook path. Detached runs of the configured
+    cluster (``RAY_API_SERVER_ADDRESS``) are included, unfinished ones refreshed from their jobs."""
+    from nb2prod.runner import detached
+
+    from nb2prod.errors import Nb2ProdError
+
     _close_interrupted()
-    return [_shown(r) for r in store.list_runs(str(Path(notebook).resolve()) if notebook else None, limit)]
+    try:
+        detached.adopt_all()
+    except Nb2ProdError:
+        pass  # the cluster is unreachable: list what this client knows
+    records = store.list_runs(str(Path(notebook).resolve()) if notebook else None, limit)
+    stale = [r for r in records if detached.job_address(r) and r["status"] == RunStatus.RUNNING.value]
+    for record in stale:
+        try:
+            detached.refresh(record)
+        except Nb2ProdError:
+            pass  # shown as last known; `nb2prod status` says why it cannot be refreshed
+    if stale:
+        records = store.list_runs(str(Path(notebook).resolve()) if notebook else None, limit)
+    return [_shown(r) for r in records]
 
 
 def _shown(record: dict[str, Any]) -> dict[str, Any]:
@@ -197,27 +240,73 @@ def _shown(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def cancel_run(run_id: str) -> dict[str, Any]:
-    """Ask a running run to stop; its runner cancels the running stages within a heartbeat."""
-    run_id = store.resolve_run_id(run_id)
-    store.request_cancel(run_id)
-    return store.get_run(run_id)
+    """Ask a running run to stop; its runner cancels the running stages within a heartbeat (a detached run's
+    Ray job is stopped: its driver cancels them)."""
+    from nb2prod.runner import detached, jobs
+
+    record = get_run(run_id)
+    address = detached.job_address(record)
+    if address and record["status"] == RunStatus.RUNNING.value:
+        jobs.stop(address, record["id"])
+        return get_run(record["id"])
+    store.request_cancel(record["id"])
+    return store.get_run(record["id"])
+
+
+def _submit_job(path: str | Path, options: RunOptions, address: str, origin: str) -> str:
+    """A detached run as a Ray job on the cluster at ``address`` (see :mod:`nb2prod.runner.jobs`)."""
+    from nb2prod.runner import detached, jobs, shipping
+
+    if options.output_notebook or options.log_output:
+        raise UsageError("--output-notebook and --log-output need a run in the foreground; a detached run's executed "
+                         "notebook is the output.ipynb artifact of its MLflow run, its logs are in `nb2prod logs`")
+    prepared = prepare(path, options)
+    jobs.check_tracking_uri(prepared.tracking_uri)
+    directory = prepared.path.parent
+    shipping.prepare(directory)  # the size limit, before anything is sent
+    env = {"working_dir": str(directory), "excludes": shipping.ALWAYS_EXCLUDED + shipping._ignore_patterns(directory)}
+    packages = (shipping.pip_env(options.pip, options.requirements) or {}).get("pip", [])
+    job_options = {**options.to_dict(), "ray_address": None, "tracking_uri": prepared.tracking_uri,
+                   "experiment": prepared.experiment, "pip": packages, "requirements": None}
+    run_id = store.new_run_id()
+    options = RunOptions.from_dict({**options.to_dict(), "ray_address": address, "experiment": prepared.experiment})
+    _create(run_id, prepared, options, origin)
+    store.update_run(run_id, pid=None, host=None)  # alive while its job is: never judged by a local pid
+    shown = {**_masked(options), "ray_address": None, "tracking_uri": secret.redact_uri(options.tracking_uri)}
+    referenced = {var: os.environ[var] for var in secret.references(options.secrets).values() if var}
+    try:  # secret and --env values travel in the job's package only
+        jobs.submit(address, run_id, prepared.path, job_options, {**prepared.env, **referenced}, env,
+                    detached.metadata(prepared, shown), origin)
+    except BaseException as exc:
+        store.finish_run(run_id, RunStatus.FAILED, {"type": type(exc).__name__, "message": str(exc)})
+        raise
+    return run_id
 
 
 def _shipment(spec: PipelineSpec, options: RunOptions):
     """The notebook's directory, content-addressed, for an explicitly named cluster (which may not share our
     files); None for the embedded one, which does."""
-    from nb2prod.runner import cluster
     from nb2prod.runner.shipping import prepare
+
+    return None if _shares_disk(options) else prepare(Path(spec.notebook).parent)
+
+
+def _shares_disk(options: RunOptions) -> bool:
+    """Whether the run's cluster sees this machine's files: only nb2prod's embedded cluster is known to."""
+    from nb2prod.runner import cluster
 
     address = options.ray_address or os.environ.get("RAY_ADDRESS")
     state = cluster.status()
-    if not address or (state and state["address"] == address):
-        return None
-    return prepare(Path(spec.notebook).parent)
+    return not address or bool(state and state["address"] == address)
+
+
+def _masked(options: RunOptions) -> dict[str, Any]:
+    """Options as they may be stored: secret values masked."""
+    return {**options.to_dict(), "parameters": secret.stored_parameters(options.parameters, options.secrets)}
 
 
 def _create(run_id: str, prepared: Prepared, options: RunOptions, origin: str) -> None:
-    masked = {**options.to_dict(), "parameters": secret.stored_parameters(options.parameters, options.secrets)}
+    masked = _masked(options)
     store.create_run(run_id, prepared.spec.notebook, dict.fromkeys(prepared.spec.stages), notebook_sha256=prepared.sha256,
                      parameters=prepared.shown, options=masked, origin=origin, resumed_from=options.resume_from)
     store.update_run(run_id, tracking_uri=prepared.tracking_uri)

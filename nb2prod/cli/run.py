@@ -25,14 +25,21 @@ RESULT_SCHEMA_VERSION = 1
 @click_options(RUN)
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 @click.option("--quiet", is_flag=True, help="No live status.")
+@click.option("--detach", is_flag=True, help="Return at once; the run goes on without this process (a Ray job with "
+              "an http(s):// cluster address, else a local background process).")
 @click.option("--run-id", hidden=True)
 @click.option("--options-file", hidden=True, type=click.Path(dir_okay=False))
+@click.option("--job-package", hidden=True)
 @click.option("--origin", hidden=True, default="cli")
-def run(notebook: str, as_json: bool, quiet: bool, run_id: str | None, options_file: str | None, origin: str,
-        **kw: Any) -> None:
+def run(notebook: str, as_json: bool, quiet: bool, detach: bool, run_id: str | None, options_file: str | None,
+        job_package: str | None, origin: str, **kw: Any) -> None:
     """Run NOTEBOOK (or a compiled pipeline.json) as a pipeline on Ray, tracked in MLflow."""
     try:
-        if options_file:  # a detached run (api.start_run): inline secret values come in the environment
+        if job_package:  # the driver of a detached run's Ray job: options and secret values from its package
+            from nb2prod.runner.jobs import accept
+
+            chosen = RunOptions.from_dict(accept(job_package)["options"])
+        elif options_file:  # a detached run (api.start_run): inline secret values come in the environment
             chosen = RunOptions.from_dict(json.loads(Path(options_file).read_text()))
             chosen.parameters.update(secret.take_inline_values())
         else:
@@ -42,6 +49,8 @@ def run(notebook: str, as_json: bool, quiet: bool, run_id: str | None, options_f
 
             before = api.get_run(chosen.resume_from)["options"]
             chosen.parameters, chosen.secrets = secret.resumed(before, chosen.parameters, chosen.secrets)
+        if detach:
+            _detach(notebook, chosen, as_json)
         execute(notebook, chosen, as_json=as_json, quiet=quiet, run_id=run_id, origin=origin)
     except Nb2ProdError as exc:
         if not as_json:
@@ -50,6 +59,30 @@ def run(notebook: str, as_json: bool, quiet: bool, run_id: str | None, options_f
                                "status": "invalid", "duration_s": 0, "stages": {}, "error": exc.to_dict()}))
         stderr.print(f"[red]error:[/] {exc.message}")
         sys.exit(exc.exit_code)
+
+
+def _detach(notebook: str, options: RunOptions, as_json: bool) -> None:
+    """``--detach``: start the run (a Ray job with an http(s):// address), print its id, exit 0."""
+    from nb2prod import api
+    from nb2prod.errors import UsageError
+    from nb2prod.runner import jobs
+
+    if options.output_notebook or options.log_output:
+        raise UsageError("--output-notebook and --log-output cannot be used with --detach (a detached run's executed "
+                         "notebook is in its MLflow run; its logs: `nb2prod logs RUN_ID`)")
+    address = jobs.detach_address(options.ray_address)
+    if address and not jobs.is_jobs_address(address):
+        raise UsageError(f"--detach runs the pipeline as a Ray job, which needs the cluster's Jobs API address "
+                         f"(http(s)://HEAD:8265, the dashboard), not {address}; pass --ray-address http://HEAD:8265 "
+                         "or set RAY_API_SERVER_ADDRESS")
+    run_id = api.start_run(notebook, options, origin="cli")
+    if as_json:
+        click.echo(json.dumps({"schema_version": RESULT_SCHEMA_VERSION, "run_id": run_id, "status": "running",
+                               "mlflow_run_id": None}))
+    else:
+        where = f"as Ray job {jobs.submission_id(run_id)} on {address}" if address else "in the background"
+        stderr.print(f"run [bold]{run_id}[/] started {where}; follow it with `nb2prod status {run_id}`", soft_wrap=True)
+    sys.exit(0)
 
 
 @cli.command()

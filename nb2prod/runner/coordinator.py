@@ -88,7 +88,13 @@ class Coordinator:
         with self._lock:
             self._active += 1
         try:
-            return Orchestration(request, state, self.tracker(request.tracking_uri), handle).run()
+            if request.relay_tracking:
+                from nb2prod.runner.relay import RelayTracker
+
+                tracker = RelayTracker(request.tracking_uri, state.emit)
+            else:
+                tracker = self.tracker(request.tracking_uri)
+            return Orchestration(request, state, tracker, handle).run()
         finally:
             with self._lock:
                 self._active -= 1

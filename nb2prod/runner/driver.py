@@ -37,16 +37,22 @@ def drive(request, ray_address: str | None, observer: Observer | None = None) ->
 
     if request.ship:
         request.ship.upload()  # once per content: an unchanged directory is not sent again
+    from nb2prod.runner.relay import Replay, put_hits
+
+    if request.relay_cache:
+        put_hits(request)
+    replay = Replay(request.tracking_uri, request.cache_dir)
     coordinator = get_coordinator(embedded=is_embedded(address))
     ref = coordinator.run.remote(request)
     try:
         with _signals_to_cancel() as interrupted:
-            _follow(request, coordinator, ref, interrupted, observer)
+            _follow(request, coordinator, ref, interrupted, observer, replay)
         result = ray.get(ref)
     except ray.exceptions.RayError as exc:
         raise Nb2ProdError(f"the run's coordinator in the Ray cluster was lost ({type(exc).__name__}); "
                            f"the run's state is in the run store: `nb2prod status {request.run_id}`") from None
     result["interrupted"] = interrupted.is_set()
+    result["mlflow_run_id"], result["experiment_id"] = replay.real([result["mlflow_run_id"], result["experiment_id"]])
     return result
 
 
@@ -77,8 +83,9 @@ def _create_tracking_store_meanwhile(tracking_uri: str, ray_address: str | None)
     return thread
 
 
-def _follow(request, coordinator, ref, interrupted: threading.Event, observer: Observer | None) -> None:
-    """Mirror the coordinator's events until the run ends; heartbeat; forward a cancel once."""
+def _follow(request, coordinator, ref, interrupted: threading.Event, observer: Observer | None, replay) -> None:
+    """Mirror the coordinator's events until the run ends (applying relayed MLflow writes and cache writes);
+    heartbeat; forward a cancel once."""
     import ray
 
     cursor, last_beat, cancel_sent = 0, 0.0, False
@@ -86,6 +93,9 @@ def _follow(request, coordinator, ref, interrupted: threading.Event, observer: O
         done, _ = ray.wait([ref], timeout=POLL_S)
         events, cursor = ray.get(coordinator.poll.remote(request.run_id, cursor))
         for event in events:
+            if replay.handle(event):
+                continue
+            event = replay.real(event)
             _apply(request.run_id, event)
             if observer:
                 observer(event)

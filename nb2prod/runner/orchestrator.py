@@ -109,7 +109,8 @@ class Orchestration:
     def _inputs_of(self, producer: str):
         """The object ref of a producer's outputs, loading a cached stage's outputs on first use."""
         if producer not in self.outputs:
-            self.outputs[producer] = load_cached.remote(self.req.cache_dir, self.req.keys[producer])
+            self.outputs[producer] = self.req.cached.get(producer) or load_cached.remote(self.req.cache_dir,
+                                                                                       self.req.keys[producer])
         return self.outputs[producer]
 
     def _submit_ready(self) -> None:
@@ -188,7 +189,6 @@ class Orchestration:
         if gpu_fallback:
             env["NB2PROD_DEVICE"] = "cpu"
         uses_mlflow = any("mlflow" in spec.cells[i].source for i in [*stage.cells, *spec.setup_cells])
-        stage_dir = str(Path(req.stage_dir_root) / name) if req.stage_dir_root else None
         return StagePayload(
             run_id=req.run_id, stage=name, attempt=attempt, notebook_dir=str(Path(spec.notebook).parent),
             cells=[cell(i) for i in stage.cells], setup=[cell(i) for i in spec.setup_cells],
@@ -197,8 +197,9 @@ class Orchestration:
             mutated_inputs=stage.mutated_inputs, outputs=stage.outputs, metrics=stage.metrics, env=env,
             keep_all=not any(name in s.upstream for s in spec.stages.values()),
             register=dict(stage.register), monitor=list(stage.monitor),
-            secrets=req.secret_values, stage_dir=stage_dir,
-            mlflow={"tracking_uri": self.tracker.uri, "run_id": self.child_runs[name].result()} if uses_mlflow else None,
+            secrets=req.secret_values,
+            mlflow={"tracking_uri": self.tracker.uri, "run_id": self.child_runs[name].result()}
+            if uses_mlflow and not self.tracker.relayed else None,
             ship=req.ship.key if req.ship else None)
 
     # --- results ---------------------------------------------------------------------
@@ -235,6 +236,9 @@ class Orchestration:
         if self.req.cache_dir and name in self.req.keys:
             entry = {"stage": name, "run_id": self.req.run_id, "metrics": meta.get("metrics", {}),
                      "cells": meta.get("cells", {})}
+            if self.req.relay_cache:  # the driver writes its own cache
+                self.state.emit(type="cache", stage=name, key=self.req.keys[name], outputs=outputs, entry=entry)
+                return
             self.cache_writes.append(store_outputs.remote(self.req.cache_dir, self.req.keys[name], outputs, entry))
 
     def _check_timeouts(self) -> None:
@@ -299,15 +303,16 @@ class Orchestration:
             drift = self.mlops.stage_metrics(name) if self.mlops else {}
             metrics = {**meta.get("metrics", {}), **drift, "nb2prod.duration_s": duration or 0.0}
             tags = {"nb2prod.status": status.value, "nb2prod.attempts": str(self.attempts[name])}
+            if meta.get("error"):
+                tags["nb2prod.error"] = json.dumps({k: meta["error"].get(k) for k in ("type", "message", "cell_index",
+                                                                                        "line")})
             texts = {f"logs/{name}.log": meta["log"]} if meta.get("log") else None
-            stage_dir = Path(self.req.stage_dir_root) / name if self.req.stage_dir_root else None
+            files = meta.get("files") or None
 
             def end(child: str) -> None:
-                if stage_dir and stage_dir.is_dir() and any(stage_dir.iterdir()):
-                    self.tracker.client.log_artifacts(child, str(stage_dir))
                 if self.mlops and status is StageStatus.DONE:
                     self.mlops.stage_logged(name, meta, child, self.parent)
-                self.tracker.end_run(child, status.mlflow_status, metrics, tags, texts=texts)
+                self.tracker.end_run(child, status.mlflow_status, metrics, tags, texts=texts, files=files)
 
             self._write(name, end)
         self.state.emit(type="stage", stage=name, status=status.value, attempt=self.attempts[name],

@@ -22,7 +22,6 @@ class RunRequest:
     tags: dict[str, str]
     log_output: bool = False
     gpu_fallback: str = "fail"
-    stage_dir_root: str | None = None
     output_path: str | None = None
     only: list[str] | None = None
     cache_dir: str | None = None
@@ -35,3 +34,6 @@ class RunRequest:
     drift_reference: str = "champion"  # champion | previous | an MLflow parent run id
     drift_threshold: float = 0.2
     fail_on_drift: bool = False
+    relay_tracking: bool = False  # MLflow writes travel to the client (a client-local store; see runner/relay.py)
+    relay_cache: bool = False  # the cache is the driver's: hits and new outputs travel through Ray
+    cached: dict[str, Any] = field(default_factory=dict)  # stage -> object ref of its cached outputs (relay_cache)

@@ -10,7 +10,9 @@ import base64
 import contextlib
 import io
 import os
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 import types
@@ -44,7 +46,6 @@ class StagePayload:
     metrics: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)
-    stage_dir: str | None = None
     mlflow: dict[str, str] | None = None  # tracking_uri, run_id of the stage's MLflow run
     register: dict[str, str] = field(default_factory=dict)  # variable -> model name (packed here)
     monitor: list[str] = field(default_factory=list)  # variables profiled here
@@ -91,8 +92,8 @@ def execute(payload: StagePayload, upstream: dict[str, dict[str, Any]],
                                                  "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID")}
     os.environ.update(payload.env)
     os.environ.setdefault("MPLBACKEND", "Agg")
-    if payload.stage_dir:
-        os.environ["NB2PROD_STAGE_DIR"] = payload.stage_dir
+    workdir = tempfile.mkdtemp(prefix="nb2prod-stage-")  # on the worker's node; its files travel back in meta
+    os.environ["NB2PROD_STAGE_DIR"] = workdir
     if payload.mlflow:
         os.environ["MLFLOW_TRACKING_URI"] = payload.mlflow["tracking_uri"]
         os.environ["MLFLOW_RUN_ID"] = payload.mlflow["run_id"]
@@ -127,6 +128,8 @@ def execute(payload: StagePayload, upstream: dict[str, dict[str, Any]],
         meta["status"], meta["error"] = "failed", failed.error
     finally:
         _close_mlflow_run()
+        meta["files"] = _stage_files(Path(workdir))
+        shutil.rmtree(workdir, ignore_errors=True)
         os.chdir(old_cwd)
         with contextlib.suppress(ValueError):
             sys.path.remove(payload.notebook_dir)
@@ -141,6 +144,12 @@ def execute(payload: StagePayload, upstream: dict[str, dict[str, Any]],
     meta["duration_s"] = meta["ended_at"] - started
     meta["log"] = "".join(stdout_log)
     return meta, outputs
+
+
+def _stage_files(directory: Path) -> dict[str, bytes]:
+    """The files a stage wrote under :func:`stage_dir` (they become its MLflow run's artifacts)."""
+    return {path.relative_to(directory).as_posix(): path.read_bytes()
+            for path in sorted(directory.rglob("*")) if path.is_file()}
 
 
 class _CellFailed(Exception):

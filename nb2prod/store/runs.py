@@ -168,9 +168,12 @@ def reap_interrupted() -> list[dict[str, Any]]:
     silent = RunRow.heartbeat_at < _clock() - timedelta(seconds=STALE_AFTER_S)
     host = socket.gethostname()
     with session() as s:
-        running = s.execute(select(RunRow.id, RunRow.pid, RunRow.host, RunRow.heartbeat_at, silent.label("silent"))
+        running = s.execute(select(RunRow.id, RunRow.pid, RunRow.host, RunRow.heartbeat_at, RunRow.options,
+                                   silent.label("silent"))
                             .where(RunRow.status == RUNNING)).all()
     for r in running:
+        if _is_job(r.options):
+            continue  # a detached run on a Ray cluster: its job's status is its liveness (nb2prod.runner.detached)
         if r.host == host and r.pid:  # on this host the runner's pid decides; elsewhere its heartbeat does
             if not _alive(r.pid):
                 _interrupt(r.id, RunRow.pid == r.pid, r.heartbeat_at)
@@ -193,6 +196,11 @@ def _interrupt(run_id: str, still_dead, ended_at: datetime | None) -> bool:
         if won:
             _close_stages(s, [run_id])
         return won
+
+
+def _is_job(options: dict[str, Any] | None) -> bool:
+    """A detached run on a Ray cluster (submitted to a Jobs API address): its job's status is its liveness."""
+    return str((options or {}).get("ray_address") or "").startswith(("http://", "https://"))
 
 
 def _alive(pid: int) -> bool:

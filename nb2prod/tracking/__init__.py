@@ -20,8 +20,16 @@ from typing import Any
 PARAM_LIMIT = 6000
 
 
+def is_local(uri: str) -> bool:
+    """Whether a tracking URI names a store on this machine's disk (SQLite, file store, bare path), which a
+    cluster on other machines cannot reach (servers and databases it can)."""
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
 class Tracker:
     """Writes nb2prod runs to one MLflow tracking store."""
+
+    relayed = False  # see nb2prod.runner.relay.RelayTracker
 
     def __init__(self, tracking_uri: str) -> None:
         if tracking_uri.startswith("file:") or "://" not in tracking_uri:
@@ -81,6 +89,14 @@ class Tracker:
                         f.write(data)
                 self.client.log_artifacts(run_id, tmp)
         self.client.set_terminated(run_id, status)
+
+    def runs_of(self, experiment: str, nb2prod_run_id: str) -> list[Any]:
+        """The MLflow runs (parent and stage runs) of one nb2prod run, oldest first."""
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            return []
+        return self.client.search_runs([exp.experiment_id], f"tags.`nb2prod.run_id` = '{nb2prod_run_id}'",
+                                       order_by=["attributes.start_time ASC"], max_results=1000)
 
     def fail_if_running(self, run_id: str) -> None:
         """End a run left RUNNING by a runner that died (idempotent)."""

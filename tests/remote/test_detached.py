@@ -1,0 +1,134 @@
+"""Detached runs as Ray jobs on a cluster that cannot see the client's files, tracked in a real MLflow server:
+they outlive the submitting process and any client configured for the cluster sees them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_notebook
+
+pytestmark = pytest.mark.slow
+
+
+def _cli(env: dict, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nb2prod", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _another_user(tmp_path: Path, cluster: dict, tracking: str) -> dict:
+    """A fresh client: another HOME, an empty NB2PROD_HOME, configured only for the cluster and the server."""
+    home = tmp_path / "other-user"
+    (home / "nb2prod").mkdir(parents=True)
+    env = {k: v for k, v in cluster["env"].items() if k not in ("NB2PROD_HOME", "MLFLOW_TRACKING_URI")}
+    return {**env, "HOME": str(home), "NB2PROD_HOME": str(home / "nb2prod"), "MLFLOW_TRACKING_URI": tracking}
+
+
+def _wait_finished(env: dict, run_id: str, timeout: float = 300) -> dict:
+    deadline = time.time() + timeout
+    while True:
+        proc = _cli(env, "status", run_id, "--json")
+        assert proc.returncode == 0, proc.stderr
+        record = json.loads(proc.stdout)
+        if record["status"] != "running" or time.time() > deadline:
+            return record
+        time.sleep(2)
+
+
+def test_a_detached_run_outlives_its_submitter_and_another_user_sees_it(tmp_path, remote_cluster, mlflow_server):
+    nb = make_notebook(tmp_path / "detached.ipynb", [
+        ("n = 3", ["parameters"]),
+        ("import nb2prod\nvalues = list(range(n))\n(nb2prod.stage_dir() / 'note.txt').write_text('artifact')\n"
+         "print('prepared', len(values))", ["stage:prepare"]),
+        ("total = sum(values)\nprint('total', total)", ["stage:total"]),
+    ])
+    env = {**remote_cluster["env"], "MLFLOW_TRACKING_URI": mlflow_server}
+    submitter = subprocess.Popen([sys.executable, "-m", "nb2prod", "run", str(nb), "--detach", "--json", "-p", "n", "5"],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = submitter.stdout.readline()
+    submitter.send_signal(signal.SIGKILL)  # right after the job was accepted
+    submitter.wait()
+    accepted = json.loads(line)
+    assert accepted["status"] == "running" and accepted["schema_version"] == 1 and "mlflow_run_id" in accepted
+    run_id = accepted["run_id"]
+
+    other = _another_user(tmp_path, remote_cluster, mlflow_server)
+    record = _wait_finished(other, run_id)
+    assert record["status"] == "done", record
+    assert {n: s["status"] for n, s in record["stages"].items()} == {"prepare": "done", "total": "done"}
+    assert record["mlflow_run_id"] and record["parameters"]["n"] == 5
+
+    listed = json.loads(_cli(other, "runs", "--json").stdout)
+    assert run_id in [r["id"] for r in listed]
+    logs = _cli(other, "logs", run_id)
+    assert "prepared 5" in logs.stdout and "total 10" in logs.stdout, logs
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_server)
+    parent = client.get_run(record["mlflow_run_id"])
+    assert parent.data.tags["nb2prod.status"] == "done"
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"output.ipynb", "pipeline.json"}
+    child = client.get_run(record["stages"]["prepare"]["mlflow_run_id"])
+    assert [a.path for a in client.list_artifacts(child.info.run_id)] == ["logs", "note.txt"]
+
+
+def test_secrets_and_env_values_stay_out_of_the_job(tmp_path, remote_cluster, mlflow_server):
+    nb = make_notebook(tmp_path / "secret.ipynb", [
+        ("token = 'none'", ["parameters"]),
+        ("import os\nassert token == 'p4ssw0rd-value' and os.environ['NB2PROD_TEST_ENV'] == 'env-s3cret'\nok = 1",
+         ["stage:use"]),
+    ])
+    env = {**remote_cluster["env"], "MLFLOW_TRACKING_URI": mlflow_server, "NB2PROD_TEST_ENV": "env-s3cret"}
+    proc = _cli(env, "run", str(nb), "--detach", "--json", "-p", "token", "p4ssw0rd-value", "--secret", "token",
+                "--env", "NB2PROD_TEST_ENV")
+    assert proc.returncode == 0, proc.stderr
+    run_id = json.loads(proc.stdout)["run_id"]
+    from ray.job_submission import JobSubmissionClient
+
+    jobs = JobSubmissionClient(remote_cluster["jobs"],
+                               headers={"Authorization": f"Bearer {remote_cluster['token'].read_text()}"})
+    job = jobs.get_job_info(f"nb2prod-{run_id}")
+    shown = json.dumps([job.entrypoint, job.metadata, job.runtime_env])
+    assert "p4ssw0rd-value" not in shown and "env-s3cret" not in shown
+    assert _wait_finished(env, run_id)["status"] == "done"
+
+
+def test_cancel_stops_the_job_and_the_run_ends_cancelled(tmp_path, remote_cluster, mlflow_server):
+    nb = make_notebook(tmp_path / "slow.ipynb", [
+        ("import time\nprint('sleeping', flush=True)\ntime.sleep(600)\nx = 1", ["stage:sleep"]),
+    ])
+    env = {**remote_cluster["env"], "MLFLOW_TRACKING_URI": mlflow_server}
+    run_id = json.loads(_cli(env, "run", str(nb), "--detach", "--json").stdout)["run_id"]
+    deadline = time.time() + 240
+    while json.loads(_cli(env, "status", run_id, "--json").stdout)["stages"]["sleep"]["status"] != "running":
+        assert time.time() < deadline, "the stage never started"
+        time.sleep(2)
+    assert _cli(env, "cancel", run_id).returncode == 0
+    record = _wait_finished(env, run_id, timeout=120)
+    assert record["status"] == "cancelled", record
+    assert record["stages"]["sleep"]["status"] == "cancelled"
+
+
+def test_detach_refusals_exit_2(tmp_path, nb2prod_home):
+    nb = make_notebook(tmp_path / "nb.ipynb", [("x = 1", ["stage:a"])])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    cases = [
+        (["--ray-address", "127.0.0.1:6379"], "http"),
+        (["--ray-address", "ray://127.0.0.1:10001"], "http"),
+        (["--ray-address", "http://127.0.0.1:9", "--output-notebook", str(tmp_path / "o.ipynb")], "--output-notebook"),
+        (["--ray-address", "http://127.0.0.1:9", "--log-output"], "--log-output"),
+        (["--ray-address", "http://127.0.0.1:9", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"], "MLflow server"),
+        (["--ray-address", "http://127.0.0.1:9", "--tracking-uri", str(tmp_path / "mlruns")], "MLflow server"),
+    ]
+    for args, said in cases:
+        proc = _cli(env, "run", str(nb), "--detach", *args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert said in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)

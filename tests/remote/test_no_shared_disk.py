@@ -1,0 +1,85 @@
+"""Attached runs on a cluster that cannot see the client's files (one and two nodes): the client's SQLite MLflow
+store gets the parent and stage runs, metrics, artifacts and the executed notebook; `logs`, `status` and
+`%nb2prod pull` work on the client; the stage cache (the client's) makes a no-change rerun all `cached`, and
+`resume` works."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_notebook
+
+pytestmark = pytest.mark.slow
+
+
+def _run(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nb2prod", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _attached_env(cluster: dict) -> dict:
+    env = {k: v for k, v in cluster["env"].items() if k != "RAY_API_SERVER_ADDRESS"}
+    return {**env, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def test_an_attached_run_keeps_everything_on_the_client(tmp_path, remote_cluster, tracking_uri, mlflow_client):
+    nb = make_notebook(tmp_path / "attached.ipynb", [
+        ("scale = 2", ["parameters"]),
+        ("import nb2prod\nimport numpy as np\ndata = np.arange(10) * scale\n"
+         "(nb2prod.stage_dir() / 'data.txt').write_text(str(data.sum()))\nprint('made data')", ["stage:make"]),
+        ("total = float(data.sum())\nprint('total', total)", ["stage:sum", "metrics"]),
+    ])
+    env = _attached_env(remote_cluster)
+    first = _run(env, "run", str(nb), "--ray-address", remote_cluster["address"], "--json", "--quiet")
+    assert first.returncode == 0, first.stderr
+    result = json.loads(first.stdout.splitlines()[-1])
+    run_id = result["run_id"]
+    assert {n: s["status"] for n, s in result["stages"].items()} == {"make": "done", "sum": "done"}
+
+    parent = mlflow_client.get_run(result["mlflow_run_id"])  # the client's SQLite store
+    assert parent.data.tags["nb2prod.status"] == "done" and parent.data.metrics["total"] == 90.0
+    assert {a.path for a in mlflow_client.list_artifacts(parent.info.run_id)} >= {"output.ipynb", "pipeline.json"}
+    children = mlflow_client.search_runs([parent.info.experiment_id],
+                                         f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    by_stage = {c.data.tags["nb2prod.stage"]: c for c in children}
+    assert set(by_stage) == {"make", "sum"}
+    assert "data.txt" in [a.path for a in mlflow_client.list_artifacts(by_stage["make"].info.run_id)]
+
+    assert "made data" in _run(env, "logs", run_id, "make").stdout
+    assert json.loads(_run(env, "status", run_id, "--json").stdout)["status"] == "done"
+    from nb2prod.cache import load_stage_outputs  # what `%nb2prod pull` reads: the client's cache
+
+    assert float(load_stage_outputs(run_id, "make")["data"].sum()) == 90.0
+
+    again = _run(env, "run", str(nb), "--ray-address", remote_cluster["address"], "--json", "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert {s["status"] for s in json.loads(again.stdout.splitlines()[-1])["stages"].values()} == {"cached"}
+
+
+def test_two_nodes_without_a_shared_disk_cache_and_resume(tmp_path, remote_second_node):
+    cluster = remote_second_node
+    flag = Path(f"/tmp/nb2prod-resume-flag-{tmp_path.name}")  # /tmp is shared with the cluster
+    nb = make_notebook(tmp_path / "twonodes.ipynb", [
+        ("import numpy as np\nbig = np.ones(200_000)", ["stage:far", "resources:other=1"]),
+        (f"import os\nassert os.path.exists({str(flag)!r}), 'not yet'\ntotal = float(big.sum())", ["stage:near"]),
+    ])
+    env = _attached_env(cluster)
+    first = _run(env, "run", str(nb), "--ray-address", cluster["address"], "--json", "--quiet")
+    assert first.returncode == 1, first.stderr
+    result = json.loads(first.stdout.splitlines()[-1])
+    assert result["stages"]["far"]["status"] == "done" and result["stages"]["near"]["status"] == "failed"
+    flag.write_text("go")
+    try:
+        resumed = _run(env, "resume", result["run_id"], "--json", "--quiet")
+        assert resumed.returncode == 0, resumed.stderr
+        stages = json.loads(resumed.stdout.splitlines()[-1])["stages"]
+        assert stages["far"]["status"] == "cached" and stages["near"]["status"] == "done"
+        again = _run(env, "run", str(nb), "--ray-address", cluster["address"], "--json", "--quiet")
+        assert {s["status"] for s in json.loads(again.stdout.splitlines()[-1])["stages"].values()} == {"cached"}
+    finally:
+        flag.unlink()
