@@ -67,13 +67,18 @@ def auth_headers() -> dict[str, str]:
 
 def client(address: str):
     """A Jobs API client for ``address`` (token sent when configured)."""
+    import requests
     from ray.job_submission import JobSubmissionClient
 
     try:
         return JobSubmissionClient(address, headers=auth_headers())
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise Nb2ProdError(f"cannot reach Ray's Jobs API at {address}: {str(exc).splitlines()[0]} (is the "
-                           "cluster's dashboard up, and RAY_AUTH_TOKEN_PATH set when it requires a token?)") from None
+    except (ConnectionError, RuntimeError, ValueError, requests.RequestException) as exc:
+        raise _unreachable(address, exc) from None
+
+
+def _unreachable(address: str, exc: Exception) -> Nb2ProdError:
+    return Nb2ProdError(f"cannot reach Ray's Jobs API at {address}: {str(exc).splitlines()[0]} (is the cluster's "
+                        "dashboard up, and RAY_AUTH_TOKEN_PATH set when it requires a token?)")
 
 
 def submit(address: str, run_id: str, notebook: Path, options: dict[str, Any], env: dict[str, str],
@@ -89,11 +94,15 @@ def submit(address: str, run_id: str, notebook: Path, options: dict[str, Any], e
         uri = jobs._upload_package_if_needed(str(package), include_gitignore=False, is_file=True)
     entrypoint = (f"{sys.executable} -m nb2prod run {shlex.quote(notebook.name)} --job-package {uri} --run-id {run_id} "
                   f"--origin {shlex.quote(origin)} --json --quiet")
+    import requests
+
     deadline = time.time() + AGENT_WAIT_S
     while True:
         try:
             return jobs.submit_job(entrypoint=entrypoint, submission_id=submission_id(run_id), runtime_env=runtime_env,
                                    metadata={"nb2prod_run_id": run_id, **metadata})
+        except requests.RequestException as exc:
+            raise _unreachable(address, exc) from None
         except RuntimeError as exc:
             if "No available agent" in str(exc) and time.time() < deadline:
                 time.sleep(1)  # a cluster that just started: its head node's agent registers a little later
@@ -104,20 +113,35 @@ def submit(address: str, run_id: str, notebook: Path, options: dict[str, Any], e
 
 def info(address: str, run_id: str):
     """The job of a detached run (``JobDetails``), or None when the cluster does not know it."""
+    import requests
+
     try:
         return client(address).get_job_info(submission_id(run_id))
     except RuntimeError:
         return None
+    except requests.RequestException as exc:
+        raise _unreachable(address, exc) from None
 
 
 def list_runs(address: str) -> list[Any]:
     """Every nb2prod job the cluster knows (``JobDetails``)."""
-    return [job for job in client(address).list_jobs() if (job.submission_id or "").startswith(PREFIX)]
+    import requests
+
+    try:
+        jobs = client(address).list_jobs()
+    except (RuntimeError, requests.RequestException) as exc:
+        raise _unreachable(address, exc) from None
+    return [job for job in jobs if (job.submission_id or "").startswith(PREFIX)]
 
 
 def stop(address: str, run_id: str) -> bool:
     """Stop the run's job (its driver cancels the running stages); False when it had already ended."""
-    return client(address).stop_job(submission_id(run_id))
+    import requests
+
+    try:
+        return client(address).stop_job(submission_id(run_id))
+    except (RuntimeError, requests.RequestException) as exc:
+        raise _unreachable(address, exc) from None
 
 
 def accept(uri: str) -> dict[str, Any]:

@@ -108,9 +108,10 @@ class Orchestration:
 
     def _inputs_of(self, producer: str):
         """The object ref of a producer's outputs, loading a cached stage's outputs on first use."""
-        if producer not in self.outputs:
-            self.outputs[producer] = self.req.cached.get(producer) or load_cached.remote(self.req.cache_dir,
-                                                                                       self.req.keys[producer])
+        if producer in self.req.cached:  # put by the driver, from its own cache (relay_cache)
+            self.outputs.setdefault(producer, self.req.cached[producer])
+        elif producer not in self.outputs:
+            self.outputs[producer] = load_cached.remote(self.req.cache_dir, self.req.keys[producer])
         return self.outputs[producer]
 
     def _submit_ready(self) -> None:
