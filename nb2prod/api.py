@@ -214,9 +214,8 @@ def get_run(run_id: str) -> dict[str, Any]:
 def list_runs(notebook: str | Path | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """Recent runs, newest first; ``notebook`` filters by notebook path. Detached runs of the configured
     cluster (``RAY_API_SERVER_ADDRESS``) are included, unfinished ones refreshed from their jobs."""
-    from nb2prod.runner import detached
-
     from nb2prod.errors import Nb2ProdError
+    from nb2prod.runner import detached
 
     _close_interrupted()
     try:

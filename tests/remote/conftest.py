@@ -59,11 +59,34 @@ def _stop(proc: subprocess.Popen, marker: str) -> None:
             pass
 
 
+# `ray start`, except that the raylet gets minutes rather than Ray's fixed 30 s to register with the GCS (a loaded
+# 2-core CI machine misses that); everything else is Ray's own `ray start`.
+PATIENT_RAY_START = """
+import sys, time
+import ray._private.services as services
+from ray.scripts.scripts import main
+
+get_node = services.get_node
+def patient_get_node(*args, **kwargs):
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            return get_node(*args, **kwargs)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+services.get_node = patient_get_node
+sys.argv = ["ray", *sys.argv[1:]]
+main()
+"""
+
+
 class Node:
     """One ``ray start --block`` in its own mount namespace and process group."""
 
     def __init__(self, hidden: Path, env: dict[str, str], args: list[str], log: Path, marker: str) -> None:
-        ray_start = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--node-ip-address=127.0.0.1",
+        ray_start = [sys.executable, "-c", PATIENT_RAY_START, "start", "--block", "--node-ip-address=127.0.0.1",
                      "--disable-usage-stats", f"--temp-dir={marker}", *args]
         script = f"mount -t tmpfs tmpfs {hidden} && exec {' '.join(_quote(a) for a in ray_start)}"
         self.marker = marker
@@ -90,7 +113,7 @@ def _wait(check, node: Node, what: str) -> None:
         try:
             if check():
                 return
-        except OSError:
+        except (OSError, ValueError, KeyError):  # not listening yet, or answering before it is ready
             pass
         time.sleep(1)
     raise RuntimeError(f"{what} did not come up in {START_TIMEOUT_S}s: {node.log.read_text()[-3000:]}")
@@ -116,8 +139,7 @@ def remote_cluster(nb2prod_home, tmp_path_factory):
     for name in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
         env.pop(name, None)
     head_args = ["--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                 f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}",
-                 f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
+                 f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}", *_node_ports(),
                  f"--system-config={json.dumps({'enable_worker_prestart': False})}"]
     url = f"http://127.0.0.1:{dashboard}"
     secret = token.read_text()
@@ -127,8 +149,7 @@ def remote_cluster(nb2prod_home, tmp_path_factory):
             head = Node(hidden, env, head_args, own / f"head-{attempt}.log", str(own / "ray"))
             nodes.append(head)
             try:
-                _wait(lambda: b"version" in _get(f"{url}/api/version", secret) and _get(f"{url}/api/jobs/", secret)
-                      is not None, head, "the remote head node")
+                _wait(lambda: _alive_nodes(url, secret) >= 1, head, "the remote head node")
                 break
             except RuntimeError:
                 head.stop()
@@ -151,18 +172,26 @@ def remote_second_node(remote_cluster):
     """A second node of the remote cluster (resource ``other``), with its own empty view of the hidden dir."""
     own = remote_cluster["own"]
     node = Node(remote_cluster["hidden"], remote_cluster["cluster_env"],
-                [f"--address={remote_cluster['address']}", "--num-cpus=1", '--resources={"other": 1}',
-                 f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"],
+                [f"--address={remote_cluster['address']}", "--num-cpus=1", '--resources={"other": 1}', *_node_ports()],
                 own / "second.log", str(own / "ray2"))
     remote_cluster["nodes"].append(node)
     url, secret = remote_cluster["jobs"], remote_cluster["token"].read_text()
 
-    def joined() -> bool:
-        nodes = json.loads(_get(f"{url}/nodes?view=summary", secret))["data"]["summary"]
-        return sum(1 for n in nodes if n["raylet"]["state"] == "ALIVE") >= 2
-
-    _wait(joined, node, "the remote second node")
+    _wait(lambda: _alive_nodes(url, secret) >= 2, node, "the remote second node")
     yield remote_cluster
+
+
+def _node_ports() -> list[str]:
+    """Every port of a node's processes chosen up front: a raylet waiting for its agents to report the ports they
+    picked gives up after a few seconds on a loaded machine."""
+    names = ("node-manager-port", "object-manager-port", "dashboard-agent-grpc-port", "dashboard-agent-listen-port",
+             "runtime-env-agent-port", "metrics-export-port")
+    return [f"--{name}={free_port()}" for name in names]
+
+
+def _alive_nodes(url: str, token: str) -> int:
+    nodes = json.loads(_get(f"{url}/nodes?view=summary", token))["data"]["summary"]
+    return sum(1 for n in nodes if n["raylet"]["state"] == "ALIVE")
 
 
 def _assert_hidden(info: dict, nb2prod_home: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import make_notebook
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # includes starting the remote cluster
 
 
 def _cli(env: dict, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -132,3 +132,20 @@ def test_detach_refusals_exit_2(tmp_path, nb2prod_home):
         proc = _cli(env, "run", str(nb), "--detach", *args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert said in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+def test_productionize_with_a_jobs_address_submits_a_job(tmp_path, remote_cluster, mlflow_server, monkeypatch):
+    """What the REST endpoint (Productionize) and the scheduler call: `api.start_run` with an http(s) address."""
+    from nb2prod import api
+    from nb2prod.contracts.options import RunOptions
+
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(remote_cluster["token"]))
+    nb = make_notebook(tmp_path / "served.ipynb", [("x = 2", ["parameters"]), ("y = x * 21", ["stage:answer"])])
+    run_id = api.start_run(nb, RunOptions(ray_address=remote_cluster["jobs"], tracking_uri=mlflow_server,
+                                          parameters={"x": 2}), origin="server")
+    assert api.get_run(run_id)["status"] == "running"  # its liveness is the job, not this process
+    deadline = time.time() + 300
+    while (record := api.get_run(run_id))["status"] == "running" and time.time() < deadline:
+        time.sleep(2)
+    assert record["status"] == "done" and record["stages"]["answer"]["status"] == "done", record
+    assert record["origin"] == "server" and record["mlflow_run_id"]

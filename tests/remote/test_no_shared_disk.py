@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import make_notebook
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # includes starting the remote cluster
 
 
 def _run(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
