@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-START_TIMEOUT_S = 240  # ray start --head with its dashboard, on a loaded 2-core machine
+START_TIMEOUT_S = 420  # ray start --head with its dashboard, or a job's first runtime env, on a loaded machine
 
 
 def free_port() -> int:
@@ -241,7 +241,7 @@ def _assert_hidden(info: dict, nb2prod_home: Path) -> None:
             if time.time() > deadline:
                 raise
             time.sleep(2)
-    deadline = time.time() + 180
+    deadline = time.time() + START_TIMEOUT_S
     while not jobs.get_job_status(job).is_terminal() and time.time() < deadline:
         time.sleep(1)
     assert jobs.get_job_status(job) == JobStatus.SUCCEEDED, jobs.get_job_logs(job)
