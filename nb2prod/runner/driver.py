@@ -34,11 +34,10 @@ def drive(request, ray_address: str | None, observer: Observer | None = None) ->
 
     from nb2prod.runner.cluster import is_embedded
     from nb2prod.runner.coordinator import get_coordinator
+    from nb2prod.runner.relay import Replay, put_hits
 
     if request.ship:
         request.ship.upload()  # once per content: an unchanged directory is not sent again
-    from nb2prod.runner.relay import Replay, put_hits
-
     if request.relay_cache:
         put_hits(request)
     replay = Replay(request.tracking_uri, request.cache_dir)
