@@ -22,7 +22,10 @@ const BADGE_CLASS = 'nb2prod-StageBadge';
 
 function tagsOf(model: ICellModel): string[] {
   const tags = model.getMetadata('tags');
-  return Array.isArray(tags) ? tags.filter((t): t is string => typeof t === 'string') : [];
+  // trimmed, as the Python grammar reads them (nb2prod/core/grammar.py: parse_tags)
+  return Array.isArray(tags)
+    ? tags.filter((t): t is string => typeof t === 'string').map(t => t.trim())
+    : [];
 }
 
 /** The stage name a cell declares (tag, Kale tag or `%%stage` header), if any. */

@@ -16,7 +16,7 @@ from nb2prod import api, cache
 from nb2prod.contracts import RunOptions
 from tests.conftest import make_notebook
 
-pytestmark = pytest.mark.usefixtures("any_cluster")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("any_cluster")]
 
 
 def _statuses(record):

@@ -12,7 +12,7 @@ from nb2prod import api
 from nb2prod.contracts import RunOptions
 from tests.conftest import make_notebook
 
-pytestmark = pytest.mark.usefixtures("any_cluster")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("any_cluster")]
 
 
 def test_worker_killed_mid_stage_is_a_system_retry(tmp_path):

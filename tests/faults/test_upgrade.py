@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.usefixtures("ray_cluster")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 STALE = "coordinator-000000000000"
 
 

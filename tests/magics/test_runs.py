@@ -10,7 +10,7 @@ import pytest
 
 from tests.magics.conftest import Widgets, data, errors, execute, pipeline_cells, text, write_notebook
 
-pytestmark = pytest.mark.usefixtures("ray_cluster")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
 
 

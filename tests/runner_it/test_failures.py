@@ -14,7 +14,7 @@ from nb2prod import api
 from nb2prod.contracts import RunOptions
 from tests.conftest import make_notebook, run_cli
 
-pytestmark = pytest.mark.usefixtures("any_cluster")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("any_cluster")]
 
 
 @pytest.fixture
@@ -134,7 +134,7 @@ def test_ctrl_c_cancels(tmp_path, mlflow_client):
          ["stage:long"]),
         ("y = x + 1", ["stage:next"]),
     ])
-    proc = subprocess.Popen([sys.executable, "-m", "nb2prod", "run", str(nb), "--no-cache"],
+    proc = subprocess.Popen([sys.executable, "-m", "nb2prod", "run", str(nb), "--no-cache", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 90
@@ -149,6 +149,7 @@ def test_ctrl_c_cancels(tmp_path, mlflow_client):
             proc.kill()
     assert proc.returncode == 130, err
     assert time.time() - t0 < 30
+    assert json.loads(out)["status"] == "cancelled"
     runs = [r for r in api.list_runs(notebook=str(nb)) ]
     assert runs, "the run is in the run store"
     record = api.get_run(runs[0]["id"])

@@ -12,7 +12,7 @@ from nb2prod import api
 from nb2prod.contracts import RunOptions
 from tests.conftest import make_notebook, run_cli
 
-pytestmark = pytest.mark.usefixtures("any_cluster")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("any_cluster")]
 
 
 def _children(client, parent):

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import make_notebook, run_cli
 
-pytestmark = pytest.mark.usefixtures("any_cluster")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("any_cluster")]
 
 
 def _echo_notebook(tmp_path, names_defaults: str, names: list[str]):

@@ -13,7 +13,7 @@ from nb2prod import api
 from nb2prod.contracts import RunOptions
 from tests.conftest import make_notebook, run_cli
 
-pytestmark = pytest.mark.usefixtures("any_cluster")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("any_cluster")]
 
 
 def test_functions_classes_and_mutated_numpy_inputs(tmp_path):

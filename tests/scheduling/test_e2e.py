@@ -25,7 +25,7 @@ from nb2prod.store.db import session
 from tests.conftest import make_notebook, run_cli
 from tests.scheduling.conftest import Clock, fires
 
-pytestmark = pytest.mark.usefixtures("ray_cluster")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 FAST_LEASE = {"NB2PROD_SCHEDULER_LEASE_S": "3"}
 
 
