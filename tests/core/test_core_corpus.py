@@ -114,15 +114,11 @@ def test_untuned_untagged_is_one_clean_main_stage():
     assert "%" not in "".join(spec.cells[i].source for i in spec.stages["main"].cells)
 
 
-def test_benchmark_notebook_is_valid_and_parses_fast(tmp_path):
+def test_benchmark_notebook_is_valid(tmp_path):
     import importlib.util
-    import time
 
     spec_file = importlib.util.spec_from_file_location("bench_parse", TESTS.parent / "benchmarks" / "bench_parse.py")
     bench = importlib.util.module_from_spec(spec_file)
     spec_file.loader.exec_module(bench)
     path = bench.make_notebook(tmp_path / "bench.ipynb", 300)
-    assert build_spec(path).ok
-    start = time.perf_counter()
-    build_spec(path)
-    assert time.perf_counter() - start < 0.5  # the benchmark's target is 0.1 s; generous for loaded CI machines
+    assert build_spec(path).ok  # its speed is benchmarks/bench_parse.py's business, not a timed test's
