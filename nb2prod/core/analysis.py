@@ -48,8 +48,6 @@ class CellFlow:
     functions: dict[str, set[str]] = field(default_factory=dict)
     nondeterministic: list[str] = field(default_factory=list)
     star_import: bool = False
-    literal_assignments: dict[str, object] = field(default_factory=dict)
-    other_statements: int = 0
 
 
 def analyze(code: str) -> CellFlow:

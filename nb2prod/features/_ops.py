@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 Op = tuple[str, tuple[np.ndarray, ...]]
-KINDS = ("fill", "clip", "log1p", "expm1", "affine")
 
 
 def apply_ops(xp: Any, x: Any, ops: list[Op]) -> Any:
@@ -39,19 +38,11 @@ def apply_ops(xp: Any, x: Any, ops: list[Op]) -> Any:
     return x
 
 
-def affine_inverse(sub: np.ndarray, mul: np.ndarray) -> Op:
-    """The op undoing ``affine(sub, mul)``: v / mul + sub."""
-    return ("affine", (-sub * mul, 1.0 / mul))
-
-
 class Elementwise:
     """Mixin: a transformer whose transform is an op program (fusable)."""
 
     def _ops(self) -> list[Op]:
         raise NotImplementedError
-
-    def _n_out(self) -> int:
-        return self.n_features_in_  # type: ignore[attr-defined]
 
     def transform(self, X: Any) -> Any:
         xp, x, ctx = self._validate(X, reset=False)  # type: ignore[attr-defined]

@@ -88,10 +88,3 @@ def to_numpy(x: Any) -> np.ndarray:
         return x.get()
     return np.asarray(x)
 
-
-def to_device(x: np.ndarray, like: Any) -> Any:
-    """Move a NumPy array to the device/namespace of ``like``."""
-    if is_cupy(like):
-        import cupy  # type: ignore[import-not-found]
-        return cupy.asarray(x)
-    return x

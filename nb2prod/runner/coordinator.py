@@ -129,11 +129,6 @@ class Coordinator:
         if state is not None:
             state.emit(type="log", stage=stage, stream=stream, text=text)
 
-    def close_interrupted(self, tracking_uri: str, mlflow_run_ids: list[str]) -> None:
-        tracker = self.tracker(tracking_uri)
-        for run_id in mlflow_run_ids:
-            tracker.fail_if_running(run_id)
-
 
 def code_fingerprint() -> str:
     """Hash of nb2prod's own source: a coordinator never runs stale nb2prod code."""

@@ -14,7 +14,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from nb2prod.core.status import RunStatus
 from nb2prod.errors import Nb2ProdError
 from nb2prod.store import runs as store
 
@@ -158,10 +157,6 @@ def save_outputs(run_id: str, result: dict[str, Any], output_notebook: str | Non
             (logs / f"{name}.log").write_text(stage["log"])
     (directory / "result.json").write_text(json.dumps({k: v for k, v in result.items() if k != "output_notebook"},
                                                       default=str))
-
-
-def final_status(result: dict[str, Any]) -> RunStatus:
-    return RunStatus(result["status"])
 
 
 @contextmanager

@@ -18,7 +18,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from nb2prod.core.status import RunStatus, StageStatus
 from nb2prod.errors import Nb2ProdError, RunNotFound
@@ -247,11 +247,6 @@ def attempts(run_id: str) -> list[dict[str, Any]]:
         rows = s.scalars(select(AttemptRow).where(AttemptRow.run_id == run_id).order_by(AttemptRow.id)).all()
         return [{"stage": a.stage, "attempt": a.attempt, "status": a.status, "node": a.node, "error": a.error,
                  "started_at": _iso(a.started_at), "ended_at": _iso(a.ended_at)} for a in rows]
-
-
-def delete_run(run_id: str) -> None:
-    with session() as s, s.begin():
-        s.execute(delete(RunRow).where(RunRow.id == run_id))
 
 
 def _iso(t: datetime | None) -> str | None:
