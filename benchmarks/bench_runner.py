@@ -175,7 +175,7 @@ def main() -> None:
             compare: bool = True) -> str:
         ok = lambda v: "" if target is None else (" ✅" if v <= target else " ❌")  # noqa: E731
         tgt = "report" if target is None else f"≤ {fmt.format(target)}{unit}"
-        ratio = f"{r / e:.2f}×{' ✅' if r / e <= 1.5 else ' ❌'}" if compare and e > 0 else "—"
+        ratio = f"{r / e:.2f}×{' ✅' if r / e <= 1.5 else ' ❌'}" if compare and e > 0 and r > 0 else "—"
         return f"| {name} | {fmt.format(e)}{unit}{ok(e)} | {fmt.format(r)}{unit}{ok(r)} | {tgt} | {ratio} |"
 
     lines = ["# Runner and cache benchmarks", "",
