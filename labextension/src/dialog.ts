@@ -13,7 +13,7 @@ import { el, formRow } from './dom';
 import { postAPI } from './handler';
 import { selectCell } from './navigate';
 import { formatValue, inputKind, parseValue, sameValue } from './params';
-import { IIssue, IRunRequest, ISettings, ISpec } from './types';
+import { IIssue, IRunRequest, ISettings, ISpec, location } from './types';
 
 type TextOption = 'ray_address' | 'experiment' | 'tracking_uri' | 'gates' | 'promote';
 
@@ -39,8 +39,8 @@ export interface IBodyOptions {
 
 function issueText(issue: IIssue): string {
   const where: string[] = [];
-  if (issue.cell_index !== null && issue.cell_index !== undefined) {
-    where.push(`cell ${issue.cell_index}`);
+  if (location(issue)) {
+    where.push(location(issue));
   }
   if (issue.stage) {
     where.push(`stage '${issue.stage}'`);

@@ -9,7 +9,7 @@ import { Widget } from '@lumino/widgets';
 import { el } from './dom';
 import { requestAPI, postAPI } from './handler';
 import { ScheduleList } from './schedulelist';
-import { IRunRecord, ISettings, IStageRecord } from './types';
+import { IRunRecord, ISettings, IStageRecord, location } from './types';
 
 export interface IPanelOptions {
   settings: () => ISettings;
@@ -286,9 +286,7 @@ export class PipelinesPanel extends Widget {
     const row = el('tr', 'nb2prod-Stage-errorRow');
     const cell = el('td');
     cell.colSpan = 4;
-    const where = error.cell_index !== null && error.cell_index !== undefined
-      ? `cell ${error.cell_index}${error.line ? `, line ${error.line}` : ''}: `
-      : '';
+    const where = location(error) ? `${location(error)}: ` : '';
     const button = el('button', 'nb2prod-Stage-error', `${where}${error.type}: ${error.message}`);
     button.title = error.traceback ?? '';
     if (run.path) {

@@ -36,6 +36,14 @@ export interface ISpec {
   errors: IIssue[];
 }
 
+/** "cell 4, line 2": where an issue or error is, worded as nb2prod.contracts.location does ('' when unknown). */
+export function location(where: { cell_index: number | null; line?: number | null }): string {
+  if (where.cell_index === null || where.cell_index === undefined) {
+    return '';
+  }
+  return `cell ${where.cell_index}${where.line ? `, line ${where.line}` : ''}`;
+}
+
 export interface IStageError {
   type: string;
   message: string;
