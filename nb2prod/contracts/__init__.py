@@ -11,7 +11,7 @@
 from nb2prod.contracts.events import EventKind, RunEvent
 from nb2prod.contracts.options import RunOptions
 from nb2prod.contracts.records import SUCCESSFUL, RunRecord, StageRecord, mlflow_link
-from nb2prod.contracts.results import MASK, StageError, StageResult, location, mask, masked_parameters
+from nb2prod.contracts.results import MASK, StageError, StageResult, location, mask
 
 __all__ = ["EventKind", "RunEvent", "RunOptions", "SUCCESSFUL", "RunRecord", "StageRecord", "mlflow_link", "MASK",
-           "StageError", "StageResult", "location", "mask", "masked_parameters"]
+           "StageError", "StageResult", "location", "mask"]

@@ -72,8 +72,3 @@ def mask(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, list):
         return [mask(v, secrets) for v in value]
     return value
-
-
-def masked_parameters(values: dict[str, Any], secret_names: list[str]) -> dict[str, Any]:
-    """Parameter values with those named secret shown as ``***``."""
-    return {k: (MASK if k in secret_names else v) for k, v in values.items()}

@@ -1,6 +1,7 @@
 """What runs inside a Ray worker for one stage: namespace, cells, capture, outputs.
 
-Imports only the standard library at module level: this module is loaded in every worker.
+Imports only the standard library (and nb2prod's stdlib-only contracts) at module level: this module is
+loaded in every worker.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
+
+from nb2prod.contracts import mask
 
 CELL_FILENAME = "<cell {index}>"
 Echo = Callable[[str, str], None]  # (stream name, text): live output for --log-output
@@ -63,8 +66,7 @@ class _Tee(io.TextIOBase):
         return True
 
     def write(self, text: str) -> int:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
+        text = mask(text, self.secrets)
         if self.sink and self.sink[-1].get("name") == self.name:
             self.sink[-1]["text"] += text
         else:
@@ -139,7 +141,7 @@ def execute(payload: StagePayload, upstream: dict[str, dict[str, Any]],
             else:
                 os.environ[key] = value
     if payload.secrets:  # streams are masked as they are written; results, displays and errors here
-        meta["cells"], meta["error"] = _masked(meta["cells"], payload.secrets), _masked(meta["error"], payload.secrets)
+        meta["cells"], meta["error"] = mask(meta["cells"], payload.secrets), mask(meta["error"], payload.secrets)
     meta["ended_at"] = time.time()
     meta["duration_s"] = meta["ended_at"] - started
     meta["log"] = "".join(stdout_log)
@@ -218,19 +220,6 @@ def _run_cell(cell: tuple[int, str], ns: dict, meta: dict, payload: StagePayload
     log += out.log + err.log
     if not record:
         del meta["cells"][index]
-
-
-def _masked(value: Any, secrets: list[str]) -> Any:
-    """``value`` with every secret string replaced by ``***`` (dicts, lists and strings)."""
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, "***")
-        return value
-    if isinstance(value, dict):
-        return {k: _masked(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_masked(v, secrets) for v in value]
-    return value
 
 
 def _error_from(exc: BaseException, index: int) -> dict[str, Any]:
