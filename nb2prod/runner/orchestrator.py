@@ -224,13 +224,17 @@ class Orchestration:
                 if self.status[later] is StageStatus.PENDING:
                     self._set(later, StageStatus.SKIPPED)
         elif self.attempts[name] <= self.spec.stages[name].retries:
-            delay = min(BACKOFF_BASE_S * 2 ** (self.attempts[name] - 1), BACKOFF_MAX_S)
-            self.retry_at[name] = time.time() + delay
-            self.state.emit(type="stage", stage=name, status="retrying", attempt=task.attempt,
-                            error=meta["error"], retry_in_s=delay)
-            self.results[name] = meta
+            self._retry(name, task.attempt, meta)
         else:
             self._record(name, meta, StageStatus.FAILED)
+
+    def _retry(self, name: str, attempt: int, meta: dict[str, Any]) -> None:
+        """Another attempt after an exponential backoff (the same for a failure and a timeout)."""
+        delay = min(BACKOFF_BASE_S * 2 ** (self.attempts[name] - 1), BACKOFF_MAX_S)
+        self.retry_at[name] = time.time() + delay
+        self.state.emit(type="stage", stage=name, status="retrying", attempt=attempt, error=meta["error"],
+                        retry_in_s=delay)
+        self.results[name] = meta
 
     def _store(self, name: str, outputs, meta: dict[str, Any]) -> None:
         """Write a successful stage's outputs to the cache in the background (off the critical path)."""
@@ -255,9 +259,7 @@ class Orchestration:
                 meta = {"status": "failed", "cells": {}, "metrics": {}, "log": "", "error": error,
                         "started_at": starts[-1]["t"], "ended_at": now, "system_retries": len(starts) - 1}
                 if self.attempts[task.stage] <= self.spec.stages[task.stage].retries:
-                    self.retry_at[task.stage] = now + BACKOFF_BASE_S
-                    self.state.emit(type="stage", stage=task.stage, status="retrying", attempt=task.attempt,
-                                    error=error, retry_in_s=BACKOFF_BASE_S)
+                    self._retry(task.stage, task.attempt, meta)
                 else:
                     self._record(task.stage, meta, StageStatus.FAILED)
 
