@@ -16,8 +16,8 @@ from nb2prod.core.builder import build_spec, read_notebook
 from nb2prod.core.params import infer_value, resolved_parameters, validate_parameters
 from nb2prod.core.spec import PipelineSpec, load_spec
 from nb2prod.core.status import RunStatus
-from nb2prod.errors import NotebookError, RunNotFound, UsageError, ValidationError
-from nb2prod.home import default_tracking_uri, run_dir
+from nb2prod.errors import Nb2ProdError, NotebookError, RunNotFound, UsageError, ValidationError
+from nb2prod.home import default_tracking_uri, run_dir, write_private
 from nb2prod.contracts import RunOptions
 from nb2prod.store import runs as store
 
@@ -59,6 +59,7 @@ def prepare(path: str | Path, options: RunOptions) -> Prepared:
         listing = "\n".join(f"  - {e}" for e in spec.errors)
         raise ValidationError(f"{path.name} is not a valid pipeline:\n{listing}",
                               errors=[e.__dict__ for e in spec.errors])
+    _check_paths(options)
     for name in [*options.force, *options.stages]:
         if name not in spec.stages:
             raise UsageError(f"unknown stage {name!r}; the stages are: {', '.join(spec.stages)}")
@@ -85,34 +86,59 @@ def prepare(path: str | Path, options: RunOptions) -> Prepared:
 def run(path: str | Path, options: RunOptions | None = None, *, run_id: str | None = None, origin: str = "cli",
         observer=None) -> dict[str, Any]:
     """Run the pipeline in the foreground; returns the final run record (status inside, never raises
-    for a failing stage)."""
-    from nb2prod.runner.request import RunRequest
-    from nb2prod.runner.shipping import pip_env
+    for a failing stage). Once the run is recorded, any error ends it ``failed`` with the reason."""
+    from nb2prod.cache.plan import plan
     from nb2prod.runner.driver import drive, save_outputs
 
     options = options or RunOptions()
     run_id = run_id or store.new_run_id()
-    if options.resume_from:
-        options.resume_from = store.resolve_run_id(options.resume_from)
-    prepared = prepare(path, options)
-    if not _exists(run_id):
+    recorded = _exists(run_id)  # start_run records the run before it launches this process
+    try:
+        if options.resume_from:
+            options.resume_from = store.resolve_run_id(options.resume_from)
+        prepared = prepare(path, options)
+        cache_dir, keys, hits = plan(prepared.spec, resolved_parameters(prepared.spec, prepared.overrides), options)
+    except BaseException as exc:
+        if recorded:
+            store.finish_run(run_id, RunStatus.FAILED, _error(exc))
+        raise
+    if not recorded:
         _create(run_id, prepared, options, origin)
-    store.attach_runner(run_id, os.getpid())  # refused when the run was cancelled or reaped before we began
-    store.update_run(run_id, tracking_uri=prepared.tracking_uri)
-    spec = prepared.spec
-    from nb2prod.cache.plan import plan
+    try:
+        store.attach_runner(run_id, os.getpid())  # refused when the run was cancelled or reaped before we began
+        store.update_run(run_id, tracking_uri=prepared.tracking_uri)
+        store.set_cache_keys(run_id, keys)
+        result = drive(_request(run_id, prepared, options, origin, cache_dir, keys, hits), options.ray_address,
+                       observer)
+        save_error = save_outputs(run_id, result, options.output_notebook)
+        if "gate" in result:
+            store.set_checks(run_id, result["gate"], result.get("promotion"), result.get("drift"))
+    except BaseException as exc:
+        store.finish_run(run_id, RunStatus.FAILED, _error(exc))
+        raise
+    status = RunStatus.CANCELLED if result["interrupted"] and result["status"] != "done" else RunStatus(result["status"])
+    if save_error and status is RunStatus.DONE:
+        status = RunStatus.FAILED
+        _mark_mlflow_failed(prepared.tracking_uri, result["mlflow_run_id"], save_error["message"])
+    store.finish_run(run_id, status, result["error"] or save_error)  # False: the reaper ended it first
+    return store.get_run(run_id)
 
-    cache_dir, keys, hits = plan(spec, resolved_parameters(spec, prepared.overrides), options)
-    store.set_cache_keys(run_id, keys)
+
+def _request(run_id: str, prepared: Prepared, options: RunOptions, origin: str, cache_dir: str,
+             keys: dict[str, str], hits: dict[str, dict]):
+    """The :class:`RunRequest` handed to the coordinator."""
+    from nb2prod.runner.request import RunRequest
+    from nb2prod.runner.shipping import pip_env
+    from nb2prod.tracking import is_local
+
+    spec = prepared.spec
     tags = {"nb2prod.kind": "pipeline", "nb2prod.run_id": run_id, "nb2prod.notebook": spec.notebook,
             "nb2prod.notebook_sha256": prepared.sha256, "nb2prod.version": __version__, "nb2prod.origin": origin,
             **_git_tags(Path(spec.notebook).parent)}
     if options.resume_from:
         tags["nb2prod.resumed_from"] = options.resume_from
-    from nb2prod.tracking import is_local
-
     shared = _shares_disk(options)  # else nothing on the cluster side touches this machine's files
-    request = RunRequest(
+    return RunRequest(
         run_id=run_id, spec=spec, notebook=prepared.notebook, overrides=prepared.overrides,
         shown_parameters=prepared.shown, secret_values=prepared.secret_values, env=prepared.env,
         experiment=prepared.experiment, tracking_uri=prepared.tracking_uri, tags=tags,
@@ -124,17 +150,23 @@ def run(path: str | Path, options: RunOptions | None = None, *, run_id: str | No
         only=spec.downstream(options.stages) if options.downstream else (options.stages or None),
         gates=list(options.gates), promote=options.promote, drift_reference=_drift_reference(options),
         drift_threshold=options.drift_threshold, fail_on_drift=options.fail_on_drift)
+
+
+def _error(exc: BaseException) -> dict[str, str]:
+    message = exc.message if isinstance(exc, Nb2ProdError) else str(exc) or type(exc).__name__
+    return {"type": type(exc).__name__, "message": message}
+
+
+def _mark_mlflow_failed(tracking_uri: str, mlflow_run_id: str | None, reason: str) -> None:
+    """The pipeline ran but its outputs could not be saved: its MLflow parent run says so too."""
+    if not mlflow_run_id:
+        return
+    from nb2prod.tracking import Tracker
+
     try:
-        result = drive(request, options.ray_address, observer)
-    except BaseException as exc:
-        store.finish_run(run_id, RunStatus.FAILED, {"type": type(exc).__name__, "message": str(exc)})
-        raise
-    save_outputs(run_id, result, options.output_notebook)
-    if "gate" in result:
-        store.set_checks(run_id, result["gate"], result.get("promotion"), result.get("drift"))
-    status = RunStatus.CANCELLED if result["interrupted"] and result["status"] != "done" else RunStatus(result["status"])
-    store.finish_run(run_id, status, result["error"])  # False: the reaper ended it first; the record says how
-    return store.get_run(run_id)
+        Tracker(tracking_uri).mark_failed(mlflow_run_id, reason)
+    except Exception:  # noqa: BLE001 - the run store already holds the reason; MLflow is best effort here
+        pass
 
 
 def _check_mlops(spec: PipelineSpec, options: RunOptions) -> None:
@@ -177,17 +209,18 @@ def start_run(path: str | Path, options: RunOptions | None = None, *, origin: st
     _create(run_id, prepared, options, origin)
     directory = run_dir(run_id)
     stored = {**options.to_dict(), "parameters": secret.stored_parameters(options.parameters, options.secrets)}
-    fd = os.open(directory / "options.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:  # secret values stay out of it: the runner gets them in its environment
-        f.write(json.dumps(stored))
-    with open(directory / "runner.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "nb2prod", "run", str(prepared.path), "--run-id", run_id,
-             "--options-file", str(directory / "options.json"), "--origin", origin, "--quiet"],
-            env=secret.runner_environment(options.parameters, options.secrets),
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            cwd=str(prepared.path.parent))
-    store.update_run(run_id, pid=proc.pid)
+    from nb2prod.runner.spawn import spawn_detached
+
+    try:  # secret values stay out of options.json: the runner gets them in its environment
+        write_private(directory / "options.json", json.dumps(stored))
+        pid = spawn_detached([sys.executable, "-m", "nb2prod", "run", str(prepared.path), "--run-id", run_id,
+                              "--options-file", str(directory / "options.json"), "--origin", origin, "--quiet"],
+                             directory / "runner.log", prepared.path.parent,
+                             env=secret.runner_environment(options.parameters, options.secrets))
+    except OSError as exc:  # else the run would read `running` forever (its pid is ours)
+        store.finish_run(run_id, RunStatus.FAILED, _error(exc))
+        raise Nb2ProdError(f"could not start the run's process: {exc.strerror or exc}") from None
+    store.update_run(run_id, pid=pid)
     return run_id
 
 
@@ -280,6 +313,29 @@ def _submit_job(path: str | Path, options: RunOptions, address: str, origin: str
         store.finish_run(run_id, RunStatus.FAILED, {"type": type(exc).__name__, "message": str(exc)})
         raise
     return run_id
+
+
+def _check_paths(options: RunOptions) -> None:
+    """Make the path-valued options absolute (a detached runner has another working directory) and check that
+    ``output_notebook`` can be written, before anything runs."""
+    from nb2prod.contracts.options import path_fields
+
+    for name in path_fields():
+        value = getattr(options, name)
+        if value:
+            setattr(options, name, str(Path(value).expanduser().absolute()))
+    if options.cache_dir:
+        from nb2prod import cache
+
+        cache.cache_dir(options.cache_dir)  # a directory that is not a cache is refused here, not mid-run
+    if options.output_notebook:
+        target = Path(options.output_notebook)
+        if target.is_dir():
+            raise UsageError(f"--output-notebook {target} is a directory; give the path of the notebook file to write")
+        if not target.parent.is_dir():
+            raise UsageError(f"--output-notebook {target}: the directory {target.parent} does not exist")
+        if not os.access(target.parent, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+            raise UsageError(f"--output-notebook {target}: not writable")
 
 
 def _shipment(spec: PipelineSpec, options: RunOptions):

@@ -5,6 +5,10 @@ large buffers (numpy arrays) are separate files that are memory-mapped on load, 
 array back costs no copy. ``meta.json`` is written last (an entry without it is incomplete) and
 records the stage, the run it came from, its size, metrics, captured cell outputs and last use.
 The cache is bounded (``NB2PROD_CACHE_MAX_BYTES``, default 20 GiB): least recently used entries go first.
+
+Deleting is confined to what is provably the cache: a directory nb2prod tagged (``CACHEDIR.TAG``, written
+when it created the directory or found it empty), and in it only entries of the right name shape. Pickles
+are loaded only from a cache owned by this user that no one else can write.
 """
 
 from __future__ import annotations
@@ -12,23 +16,49 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import re
 import shutil
+import stat
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from nb2prod.contracts import SUCCESSFUL
-from nb2prod.home import home_dir
+from nb2prod.errors import Nb2ProdError, UsageError
+from nb2prod.home import home_dir, private_dir, write_private
 
 DEFAULT_MAX_BYTES = 20 * 2**30
 _INLINE_LIMIT = 1 << 16  # buffers smaller than this stay inside the pickle
+TAG = "CACHEDIR.TAG"  # https://bford.info/cachedir/
+_TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+             "# This file is a cache directory tag created by nb2prod (its stage-output cache).\n")
+_KEY = re.compile(r"[0-9a-f]{64}")
+_PREFIX = re.compile(r"[0-9a-f]{2}")
+_TMP = re.compile(r"\.tmp-[0-9a-f]{32}")
 
 
 def cache_dir(override: str | None = None) -> Path:
-    """``override``, else ``NB2PROD_CACHE_DIR``, else ``$NB2PROD_HOME/cache``."""
-    path = Path(override or os.environ.get("NB2PROD_CACHE_DIR") or home_dir() / "cache")
-    path.mkdir(parents=True, exist_ok=True)
+    """``override``, else ``NB2PROD_CACHE_DIR``, else ``$NB2PROD_HOME/cache``; created 0700 and tagged.
+
+    An existing directory is used only when nb2prod tagged it, or it is empty, or it holds nothing but cache
+    entries (a cache of an nb2prod from before tags); anything else is a UsageError, so that a mistyped
+    ``--cache-dir`` never gets cache entries written into it, nor deleted from it.
+    """
+    path = Path(override or os.environ.get("NB2PROD_CACHE_DIR") or home_dir() / "cache").expanduser().absolute()
+    if path.is_dir() and not _tagged(path):
+        strangers = sorted(c.name for c in path.iterdir() if not _cache_shaped(c))
+        if strangers:
+            raise UsageError(f"{path} is not an nb2prod cache directory (no {TAG} written by nb2prod, and it holds "
+                             f"other files: {', '.join(strangers[:3])}{' …' if len(strangers) > 3 else ''}); "
+                             "give a new or empty directory as the cache")
+    try:
+        if not path.is_dir():  # an existing one keeps its mode: a cache others could write is refused, not hidden
+            private_dir(path)
+        if not _tagged(path):
+            write_private(path / TAG, _TAG_TEXT)
+    except OSError as exc:
+        raise UsageError(f"cannot use {path} as the cache directory: {exc.strerror or exc}") from None
     return path
 
 
@@ -36,14 +66,60 @@ def max_bytes() -> int:
     return int(os.environ.get("NB2PROD_CACHE_MAX_BYTES", DEFAULT_MAX_BYTES))
 
 
+def check_private(directory: Path) -> None:
+    """Raise unless ``directory`` belongs to this user and no one else can write it (its pickles are loaded)."""
+    try:
+        st = directory.stat()
+    except OSError as exc:
+        raise Nb2ProdError(f"cannot read the cache {directory}: {exc.strerror or exc}") from None
+    if st.st_uid != os.geteuid():
+        raise Nb2ProdError(f"refusing to load cached outputs from {directory}: it belongs to another user (uid "
+                           f"{st.st_uid}), and loading them runs code they could have written; use a cache of your "
+                           "own (--cache-dir / NB2PROD_CACHE_DIR)")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise Nb2ProdError(f"refusing to load cached outputs from {directory}: it is writable by others (mode "
+                           f"{stat.S_IMODE(st.st_mode):04o}), and loading them runs whatever code was put there; "
+                           f"`chmod go-w {directory}` if only you write it, or use another cache directory")
+
+
+def _tagged(path: Path) -> bool:
+    tag = path / TAG
+    try:
+        return not tag.is_symlink() and tag.read_text().startswith(_TAG_TEXT.splitlines()[0]) and \
+            "nb2prod" in tag.read_text()
+    except OSError:
+        return False
+
+
+def _cache_shaped(child: Path) -> bool:
+    """Whether a child of a cache directory is something nb2prod puts there."""
+    if child.is_symlink():
+        return False
+    if child.is_dir():
+        return bool(_PREFIX.fullmatch(child.name) or _TMP.fullmatch(child.name))
+    return child.name == TAG
+
+
 def _entry(directory: Path, key: str) -> Path:
+    if not _KEY.fullmatch(key):
+        raise ValueError(f"not a cache key: {key!r}")
     return directory / key[:2] / key
+
+
+def _entry_dirs(directory: Path) -> Iterator[Path]:
+    """Every directory of the cache that has an entry's name shape (``<key[:2]>/<key>``, real directories)."""
+    for prefix in sorted(directory.iterdir()):
+        if _PREFIX.fullmatch(prefix.name) and prefix.is_dir() and not prefix.is_symlink():
+            for entry in sorted(prefix.iterdir()):
+                if _KEY.fullmatch(entry.name) and entry.name[:2] == prefix.name and entry.is_dir() \
+                        and not entry.is_symlink():
+                    yield entry
 
 
 def lookup(directory: Path, key: str) -> dict[str, Any] | None:
     """The entry's metadata when ``key`` is cached (and marks it used), else None."""
-    meta_path = _entry(directory, key) / "meta.json"
     try:
+        meta_path = _entry(directory, key) / "meta.json"
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError):
         return None
@@ -60,7 +136,7 @@ def write(directory: Path, key: str, outputs: dict[str, Any], meta: dict[str, An
     if (final / "meta.json").exists():
         return 0
     tmp = directory / f".tmp-{uuid.uuid4().hex}"
-    (tmp / "buffers").mkdir(parents=True)
+    private_dir(tmp / "buffers")
     buffers: list[Any] = []
 
     def keep(buffer) -> bool:
@@ -71,15 +147,14 @@ def write(directory: Path, key: str, outputs: dict[str, Any], meta: dict[str, An
         return False
 
     data = cloudpickle.dumps(outputs, protocol=5, buffer_callback=keep)
-    (tmp / "outputs.pkl").write_bytes(data)
+    write_private(tmp / "outputs.pkl", data)
     size = len(data)
     for i, view in enumerate(buffers):
-        with open(tmp / "buffers" / f"{i}.bin", "wb") as f:
-            f.write(view)
+        write_private(tmp / "buffers" / f"{i}.bin", view)
         size += view.nbytes
     _write_json(tmp / "meta.json", {**meta, "key": key, "size": size, "buffers": len(buffers),
                                     "created": time.time(), "last_used": time.time()})
-    final.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(final.parent)
     try:
         os.rename(tmp, final)
     except OSError:  # another writer won the race
@@ -90,10 +165,13 @@ def write(directory: Path, key: str, outputs: dict[str, Any], meta: dict[str, An
 
 
 def load(directory: Path, key: str) -> dict[str, Any]:
-    """The outputs stored under ``key``; large arrays come back memory-mapped (read-only)."""
+    """The outputs stored under ``key``; large arrays come back memory-mapped (read-only). Refuses (raises
+    Nb2ProdError) a cache that another user owns or others can write."""
     import pickle
 
     entry = _entry(directory, key)
+    for path in (directory, entry.parent, entry):
+        check_private(path)
     meta = json.loads((entry / "meta.json").read_text())
     views = []
     for i in range(meta["buffers"]):
@@ -104,21 +182,26 @@ def load(directory: Path, key: str) -> dict[str, Any]:
 
 
 def entries(directory: Path) -> list[dict[str, Any]]:
-    """Metadata of every complete entry, most recently used first."""
+    """Metadata of every complete entry, most recently used first (``key`` is the entry's directory name)."""
     found = []
-    for meta_path in directory.glob("*/*/meta.json"):
+    for entry in _entry_dirs(directory):
         try:
-            found.append(json.loads(meta_path.read_text()))
+            meta = json.loads((entry / "meta.json").read_text())
         except (OSError, ValueError):
             continue
-    return sorted(found, key=lambda m: m.get("last_used", 0), reverse=True)
+        if isinstance(meta, dict):
+            found.append({**meta, "key": entry.name})
+    return sorted(found, key=lambda m: _number(m.get("last_used")), reverse=True)
 
 
 def evict(directory: Path, limit: int) -> list[str]:
-    """Remove least recently used entries until the cache holds at most ``limit`` bytes."""
-    kept, removed, total = entries(directory), [], 0
-    for meta in kept:
-        total += meta.get("size", 0)
+    """Remove least recently used entries until the cache holds at most ``limit`` bytes (only in a tagged
+    cache directory, only entries of the right name shape)."""
+    if not _tagged(directory):
+        return []
+    removed, total = [], 0
+    for meta in entries(directory):
+        total += _number(meta.get("size"))
         if total > limit:
             shutil.rmtree(_entry(directory, meta["key"]), ignore_errors=True)
             removed.append(meta["key"])
@@ -126,11 +209,26 @@ def evict(directory: Path, limit: int) -> list[str]:
 
 
 def clear(directory: Path) -> int:
-    """Remove every entry; returns how many there were."""
+    """Remove every entry (and unfinished writes) of a tagged cache directory; returns how many entries there
+    were. Nothing else in the directory is touched."""
+    if not _tagged(directory):
+        raise UsageError(f"{directory} is not an nb2prod cache directory (no {TAG}); nothing removed")
     count = len(entries(directory))
+    for entry in list(_entry_dirs(directory)):
+        shutil.rmtree(entry, ignore_errors=True)
     for child in directory.iterdir():
-        shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
+        if _TMP.fullmatch(child.name) and child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        elif _PREFIX.fullmatch(child.name) and child.is_dir() and not child.is_symlink():
+            try:
+                child.rmdir()  # only once empty
+            except OSError:
+                pass
     return count
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 def load_stage_outputs(run_id: str, stage: str) -> dict[str, Any]:
@@ -153,6 +251,4 @@ def load_stage_outputs(run_id: str, stage: str) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(data, default=str))
-    os.replace(tmp, path)
+    write_private(path, json.dumps(data, default=str))

@@ -1,5 +1,10 @@
 """Which stages of a run are served from the cache: plain reruns, ``--force``, ``--no-cache``,
-``resume`` and ``--stage`` runs."""
+``resume`` and ``--stage`` runs.
+
+Keys are computed once, in topological order, and each stage's choice is made before its downstream keys
+are derived: a stage taken from the cache contributes the key of the entry actually used, so a stage that
+runs stores its outputs under a key naming exactly what it consumed.
+"""
 
 from __future__ import annotations
 
@@ -9,64 +14,64 @@ from typing import Any
 from nb2prod import cache
 from nb2prod.core.cachekey import stage_keys
 from nb2prod.core.spec import PipelineSpec
-from nb2prod.errors import Nb2ProdError
 from nb2prod.contracts import SUCCESSFUL, RunOptions
+from nb2prod.errors import Nb2ProdError, UsageError
 from nb2prod.store import runs as store
 
 
 def plan(spec: PipelineSpec, parameters: dict[str, Any], options: RunOptions) -> tuple[str, dict[str, str], dict[str, dict]]:
     """Return ``(cache dir, {stage: key}, {stage: cache entry meta for hits})``."""
     directory = cache.cache_dir(options.cache_dir)
-    keys = stage_keys(spec, parameters)
     forced = set(spec.downstream(options.force)) if options.force else set()
+    run_now = set(spec.downstream(options.stages) if options.downstream else options.stages)
+    needed = {u for name in run_now for u in spec.stages[name].upstream} - run_now
+    resumed = _resumed_keys(spec, options.resume_from) if options.resume_from else None
     hits: dict[str, dict] = {}
-    if options.resume_from:
-        hits = _resumed(directory, options.resume_from)
-        keys.update({name: meta["key"] for name, meta in hits.items()})
-    elif not options.no_cache:
-        for name, stage in spec.stages.items():
-            if name not in forced and not stage.nocache:
-                meta = cache.lookup(directory, keys[name])
-                if meta is not None:
-                    hits[name] = meta
-    if options.stages:
-        run_now = set(spec.downstream(options.stages) if options.downstream else options.stages)
-        hits = {n: m for n, m in hits.items() if n not in run_now}
-        _seed_upstream(spec, directory, keys, hits, run_now)
+
+    def choose(name: str, key: str) -> str:
+        if name in run_now:
+            return key
+        if resumed is not None:  # resume: the earlier run's successful stages, whatever their key is now
+            found = _found(directory, resumed.get(name))
+        elif options.no_cache or name in forced or spec.stages[name].nocache:
+            found = None
+        else:
+            found = _found(directory, key)
+        if found is None and name in needed:  # a --stage run's input: the newest run that stored it
+            found = _latest_stored(spec.notebook, name, directory)
+        if found is None:
+            return key
+        hits[name] = found[1]
+        return found[0]
+
+    keys = stage_keys(spec, parameters, choose)
+    if hits:
+        cache.check_private(directory)
     return str(directory), keys, hits
 
 
-def _resumed(directory: Path, run_id: str) -> dict[str, dict]:
-    """Successful stages of the earlier run, taken from the cache."""
+def _found(directory: Path, key: str | None) -> tuple[str, dict] | None:
+    meta = cache.lookup(directory, key) if key else None
+    return (key, meta) if meta is not None else None
+
+
+def _resumed_keys(spec: PipelineSpec, run_id: str) -> dict[str, str]:
+    """``{stage: cache key}`` of the successful stages of the run being resumed (of this notebook only)."""
     record = store.get_run(run_id)
-    hits = {}
-    for name, stage in record["stages"].items():
-        if stage["status"] in SUCCESSFUL and stage.get("cache_key"):
-            meta = cache.lookup(directory, stage["cache_key"])
-            if meta is not None:
-                hits[name] = meta
-    return hits
+    if record["notebook"] != spec.notebook:
+        raise UsageError(f"run {record['id']} is a run of {record['notebook']}, not of {spec.notebook}; "
+                         "resume a run of the same notebook (`nb2prod runs NOTEBOOK` lists them)")
+    return {name: stage["cache_key"] for name, stage in record["stages"].items()
+            if stage["status"] in SUCCESSFUL and stage.get("cache_key")}
 
 
-def _seed_upstream(spec: PipelineSpec, directory: Path, keys: dict[str, str], hits: dict[str, dict],
-                   run_now: set[str]) -> None:
-    """Upstream stages of a ``--stage`` run come from the cache or the latest successful run."""
-    needed = {u for name in run_now for u in spec.stages[name].upstream} - run_now
-    for name in sorted(needed):
-        if name not in hits:  # the newest run of this notebook that stored it
-            latest = _latest_stored(spec.notebook, name, directory)
-            if latest is None:
-                raise Nb2ProdError(f"cannot take the inputs of the selected stage(s) from upstream stage {name!r}: "
-                                   "no earlier run of this notebook has its outputs stored; run the whole pipeline "
-                                   "first (or add --downstream from an earlier stage)")
-            keys[name], hits[name] = latest
-
-
-def _latest_stored(notebook: str, stage: str, directory: Path) -> tuple[str, dict] | None:
+def _latest_stored(notebook: str, stage: str, directory: Path) -> tuple[str, dict]:
     for record in store.list_runs(notebook, limit=50):
         info = record["stages"].get(stage)
-        if info and info["status"] in SUCCESSFUL and info.get("cache_key"):
-            meta = cache.lookup(directory, info["cache_key"])
-            if meta is not None:
-                return info["cache_key"], meta
-    return None
+        if info and info["status"] in SUCCESSFUL:
+            found = _found(directory, info.get("cache_key"))
+            if found is not None:
+                return found
+    raise Nb2ProdError(f"cannot take the inputs of the selected stage(s) from upstream stage {stage!r}: "
+                       "no earlier run of this notebook has its outputs stored; run the whole pipeline "
+                       "first (or add --downstream from an earlier stage)")

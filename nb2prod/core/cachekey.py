@@ -12,14 +12,20 @@ import ast
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from nb2prod import __version__
 from nb2prod.core.spec import PipelineSpec
 
 
-def stage_keys(spec: PipelineSpec, parameters: dict[str, Any]) -> dict[str, str]:
-    """``{stage: key}`` for every stage; ``parameters`` are the resolved values."""
+def stage_keys(spec: PipelineSpec, parameters: dict[str, Any],
+               choose: Callable[[str, str], str] | None = None) -> dict[str, str]:
+    """``{stage: key}`` for every stage, in one topological pass; ``parameters`` are the resolved values.
+
+    ``choose(stage, key)`` returns the key of what the stage will really provide: ``key`` when it runs (or
+    is a hit on ``key``), the key of another cache entry when it is taken from an earlier run. Downstream
+    keys are derived from the returned key, so a key always names what its stage consumed.
+    """
     root = Path(spec.notebook).parent
     shared_code = [spec.cells[i].source for i in spec.setup_cells]
     if spec.parameters_cell is not None:
@@ -35,7 +41,8 @@ def stage_keys(spec: PipelineSpec, parameters: dict[str, Any]) -> dict[str, str]
             "files": {pattern: _files_digest(root, pattern) for pattern in stage.input_files},
             "modules": {**setup_modules, **_local_modules(root, code)},
         }
-        keys[name] = hashlib.sha256(json.dumps(material, sort_keys=True, default=repr).encode()).hexdigest()
+        key = hashlib.sha256(json.dumps(material, sort_keys=True, default=repr).encode()).hexdigest()
+        keys[name] = choose(name, key) if choose else key
     return keys
 
 

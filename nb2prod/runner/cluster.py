@@ -4,7 +4,10 @@ With no ``--ray-address`` and no ``RAY_ADDRESS``, nb2prod connects to its own lo
 (state under ``$NB2PROD_HOME/cluster``), starting one if none runs. It is started with
 ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (every Ray socket binds 127.0.0.1) and
 ``RAY_AUTH_MODE=token`` with a token file of its own; every client sets the same variables.
-It keeps running between runs (warm); ``nb2prod cluster down`` stops it.
+It keeps running between runs (warm); ``nb2prod cluster down`` stops it: every process of the cluster's
+own process tree (the session ``ray start`` ran in, the keeper's, and their descendants — recorded at
+start, never found by name) gets SIGTERM, then SIGKILL if it is still there (Ray's agents ignore SIGTERM).
+Ray's temp dir (its unix sockets) lives in a per-user 0700 directory.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -25,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from nb2prod.errors import Nb2ProdError
-from nb2prod.home import home_dir
+from nb2prod.home import home_dir, private_dir, private_file, write_private
 
 NAMESPACE = "nb2prod"
 LOOPBACK = "127.0.0.1"
@@ -35,24 +39,37 @@ SYSTEM_CONFIG = {"enable_worker_prestart": False, "num_workers_soft_limit": 16,
 
 
 def cluster_dir() -> Path:
-    path = home_dir() / "cluster"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return private_dir(home_dir() / "cluster")
 
 
 def _temp_dir() -> str:
-    # Ray's unix sockets need a short path; one temp dir per NB2PROD_HOME.
-    return f"/tmp/nb2prod-ray-{hashlib.sha256(str(home_dir()).encode()).hexdigest()[:10]}"
+    """Ray's temp dir for this NB2PROD_HOME, in :func:`user_tmp`; short, because Ray's unix socket paths
+    (``<temp>/session_<date>_<time>_<pid>/sockets/plasma_store``) must stay under ~107 characters."""
+    return str(user_tmp() / f"ray-{hashlib.sha256(str(home_dir()).encode()).hexdigest()[:10]}")
+
+
+def user_tmp() -> Path:
+    """``/tmp/nb2prod-<uid>``: a 0700 directory of this user's, created if missing. One that another user
+    created first (or that others can enter) is refused, never used."""
+    path = Path(f"/tmp/nb2prod-{os.geteuid()}")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
+        raise Nb2ProdError(f"{path} is not a private directory of this user (it is a link, belongs to uid "
+                           f"{st.st_uid}, or has mode {stat.S_IMODE(st.st_mode):04o}); nb2prod keeps Ray's sockets "
+                           "there, so it must be yours and 0700: remove it (or `chmod 700` it if it is yours)")
+    return path
 
 
 def token_path() -> Path:
     """The embedded cluster's auth token file (created 0600 on first use)."""
     path = cluster_dir() / "auth_token"
     if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-    return path
+        write_private(path, secrets.token_hex(32))
+    return private_file(path)
 
 
 # What the embedded cluster's processes get of the starting process's environment (they and every later run's
@@ -102,7 +119,7 @@ def _free_port() -> int:
 
 @contextmanager
 def _lock() -> Iterator[None]:
-    with open(cluster_dir() / "lock", "w") as f:
+    with open(private_file(cluster_dir() / "lock"), "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
@@ -122,10 +139,15 @@ def is_embedded(address: str) -> bool:
 def start(num_cpus: int | None = None, num_gpus: int | None = None,
           resources: dict[str, float] | None = None) -> str:
     """Start the embedded cluster if it is not up; return its address."""
+    from nb2prod.runner.spawn import spawn_detached
+
     with _lock():
         state = status()
         if state:
             return state["address"]
+        left = _state()
+        if left:  # a cluster that died half-way: what is left of it goes before a new one starts
+            _terminate(_processes(left))
         port = _free_port()
         cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--node-ip-address={LOOPBACK}",
                f"--port={port}",
@@ -138,51 +160,84 @@ def start(num_cpus: int | None = None, num_gpus: int | None = None,
             cmd.append(f"--num-gpus={num_gpus}")
         if resources:
             cmd.append(f"--resources={json.dumps(resources)}")
-        log = cluster_dir() / "start.log"
+        log = private_file(cluster_dir() / "start.log")
+        env = ray_environment()
         with open(log, "w") as out:  # not a pipe: Ray's daemons inherit it and never close it
-            code = subprocess.call(cmd, env=ray_environment(), stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+            # a session of its own: every daemon `ray start` leaves behind stays in it (workers change only their
+            # process group), so `stop` finds the whole cluster by this session id
+            ray_start = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+            code = ray_start.wait()
+        sessions = [ray_start.pid]
         if code != 0:
+            _terminate(_processes({"sessions": sessions, "boot_time": _boot_time()}))
             tail = "\n".join(log.read_text().strip().splitlines()[-5:])
             raise Nb2ProdError(f"could not start the local Ray cluster (log: {log}):\n{tail}")
         address = f"{LOOPBACK}:{port}"
-        (cluster_dir() / "cluster.json").write_text(json.dumps(
-            {"address": address, "temp_dir": _temp_dir(), "started_at": time.time()}))
-        with open(cluster_dir() / "keeper.log", "w") as out:
-            subprocess.Popen([sys.executable, "-m", "nb2prod.runner.keeper", _temp_dir()],
-                             env=ray_environment(), stdout=out, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, start_new_session=True)
+        sessions.append(spawn_detached([sys.executable, "-m", "nb2prod.runner.keeper", _temp_dir()],
+                                       cluster_dir() / "keeper.log",
+                                       env=env))  # the keeper leads a session of its own
+        write_private(cluster_dir() / "cluster.json", json.dumps(
+            {"address": address, "temp_dir": _temp_dir(), "started_at": time.time(), "sessions": sessions,
+             "boot_time": _boot_time()}))
         return address
 
 
 def stop() -> bool:
-    """Stop the embedded cluster's processes (only ours, not other Ray clusters)."""
-    import psutil
-
+    """Stop the embedded cluster: every process of its own process tree, and nothing else."""
     state = _state()
     if not state:
         return False
-    marker = state["temp_dir"]
-    procs = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
+    _terminate(_processes(state))
+    (cluster_dir() / "cluster.json").unlink(missing_ok=True)
+    return True
+
+
+def _boot_time() -> float:
+    import psutil
+
+    return psutil.boot_time()
+
+
+def _processes(state: dict[str, Any]) -> list:
+    """The cluster's process tree: the processes of the sessions recorded at start, and their descendants.
+    (A cluster started by nb2prod 0.1 recorded no sessions: its processes are those naming its own temp dir in
+    their command line, and their descendants.) After a reboot the recorded sessions name nothing of ours."""
+    import psutil
+
+    if "sessions" in state and abs(state.get("boot_time", 0) - _boot_time()) > 2:
+        return []
+    sessions, marker = set(state.get("sessions", [])), state.get("temp_dir") if "sessions" not in state else None
+    found: dict[int, Any] = {}
+    for proc in psutil.process_iter(["cmdline"]):
         try:
-            if proc.pid != os.getpid() and any(marker in part for part in proc.info["cmdline"] or []):
-                procs.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            ours = os.getsid(proc.pid) in sessions if sessions else \
+                bool(marker) and any(marker in part for part in proc.info["cmdline"] or [])
+            if ours:
+                found[proc.pid] = proc
+                found.update((child.pid, child) for child in proc.children(recursive=True))
+        except (psutil.Error, OSError):
             continue
+    found.pop(os.getpid(), None)
+    return list(found.values())
+
+
+def _terminate(procs: list) -> None:
+    """SIGTERM, a few seconds' grace, then SIGKILL for what is left (Ray's agents ignore SIGTERM)."""
+    import psutil
+
     for proc in procs:
         try:
             proc.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
+        except psutil.Error:
             pass
     _, alive = psutil.wait_procs(procs, timeout=5)
     for proc in alive:
         try:
             proc.kill()
-        except psutil.NoSuchProcess:
+        except psutil.Error:
             pass
-    (cluster_dir() / "cluster.json").unlink(missing_ok=True)
-    return True
+    psutil.wait_procs(alive, timeout=5)
 
 
 def connect(address: str | None = None, *, log_to_driver: bool = False) -> str:

@@ -3,11 +3,17 @@
 Living in the cluster, it keeps mlflow imported and the tracking store open, and its stage
 tasks reuse warm workers; a fresh ``nb2prod run`` process only connects, submits a
 :class:`RunRequest` and polls events. One coordinator per nb2prod code fingerprint.
+
+Concurrency groups: ``run`` calls hold a thread for a whole run, at most ``NB2PROD_COORDINATOR_RUNS``
+at once (default 64; more wait for a free slot); control calls (``poll``, ``cancel``, ``stage_started``,
+``ready``, ``version``, ``busy``) have threads of their own, so a client is answered — and its run is not
+taken for abandoned — however many runs are in flight; ``stage_output`` has one thread (lines keep their order).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from pathlib import Path
@@ -15,6 +21,7 @@ from typing import Any
 
 import ray
 
+from nb2prod.errors import Nb2ProdError
 from nb2prod.runner.cluster import NAMESPACE
 from nb2prod.runner.orchestrator import Orchestration
 from nb2prod.runner.request import RunRequest
@@ -23,6 +30,8 @@ CLIENT_TIMEOUT_S = 30.0
 ENDED_GRACE_S = 10.0  # a run that just ended still has a client reading its last events
 KEEPER_WAIT_S = 20.0
 HEAD_NODE = "node:__internal_head__"
+DEFAULT_RUNS = 64
+CONTROL_THREADS = 4
 
 
 class RunState:
@@ -55,6 +64,7 @@ class Coordinator:
         self._active = 0  # runs being orchestrated now
         self._last_end = 0.0
 
+    @ray.method(concurrency_group="control")
     def ready(self) -> bool:
         return True
 
@@ -63,7 +73,7 @@ class Coordinator:
         """The nb2prod version and code fingerprint this coordinator runs (clients check it first)."""
         return code_version(self._code)
 
-    @ray.method(concurrency_group="control")  # answers even when every default thread runs a run
+    @ray.method(concurrency_group="control")
     def busy(self) -> bool:
         """Whether a run is in flight or ended so recently that its client may still be polling it (a stale
         coordinator is retired only when this is False)."""
@@ -81,6 +91,7 @@ class Coordinator:
         """Import mlflow and open the store ahead of the first run."""
         self.tracker(tracking_uri).client.search_experiments(max_results=1)
 
+    @ray.method(concurrency_group="run")
     def run(self, request: RunRequest) -> dict[str, Any]:
         """Orchestrate one run to its end; returns the result (also streamed through ``poll``)."""
         state = self._runs.setdefault(request.run_id, RunState())
@@ -101,6 +112,7 @@ class Coordinator:
                 self._last_end = time.time()
             threading.Timer(300, self._runs.pop, args=(request.run_id, None)).start()
 
+    @ray.method(concurrency_group="control")
     def poll(self, run_id: str, cursor: int) -> tuple[list[dict[str, Any]], int]:
         """Events since ``cursor``; polling also tells the coordinator the client is alive."""
         state = self._runs.setdefault(run_id, RunState())
@@ -108,10 +120,12 @@ class Coordinator:
         with state.lock:
             return state.events[cursor:], len(state.events)
 
+    @ray.method(concurrency_group="control")
     def cancel(self, run_id: str) -> None:
         if run_id in self._runs:
             self._runs[run_id].cancelled = True
 
+    @ray.method(concurrency_group="control")
     def stage_started(self, run_id: str, stage: str, attempt: int, info: dict[str, Any]) -> None:
         state = self._runs.get(run_id)
         if state is not None:
@@ -178,12 +192,26 @@ def get_coordinator(embedded: bool = False):
 
 def create_coordinator(name: str):
     """Create (detached, on the head node) the coordinator named ``name`` unless it exists; retire stale ones."""
-    actor = ray.remote(concurrency_groups={"output": 1, "control": 1})(Coordinator).options(
+    groups = {"run": concurrent_runs(), "control": CONTROL_THREADS, "output": 1}
+    actor = ray.remote(concurrency_groups=groups)(Coordinator).options(
         name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0,
         resources={HEAD_NODE: 0.001},  # on the head node: losing a worker node never loses the coordinator
-        max_concurrency=64, max_restarts=-1).remote()
+        max_restarts=-1).remote()
     retire_stale(name)
     return actor
+
+
+def concurrent_runs() -> int:
+    """How many runs a new coordinator orchestrates at once: ``NB2PROD_COORDINATOR_RUNS`` (default 64), read
+    where the coordinator is created (the keeper, started with the cluster, or the first client)."""
+    text = os.environ.get("NB2PROD_COORDINATOR_RUNS", str(DEFAULT_RUNS))
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise Nb2ProdError(f"NB2PROD_COORDINATOR_RUNS must be a positive integer, got {text!r}")
+    return value
 
 
 def check_version(actor, mine: dict[str, str], what: str) -> None:

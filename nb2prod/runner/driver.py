@@ -142,21 +142,26 @@ def _apply(run_id: str, event: dict[str, Any]) -> None:
         store.update_stage(run_id, event["stage"], **fields)
 
 
-def save_outputs(run_id: str, result: dict[str, Any], output_notebook: str | None) -> None:
-    """Write the executed notebook and stage logs under the run dir (and to ``--output-notebook``)."""
-    from nb2prod.home import run_dir
+def save_outputs(run_id: str, result: dict[str, Any], output_notebook: str | None) -> dict[str, str] | None:
+    """Write the executed notebook, stage logs and the result under the run dir, then ``--output-notebook``;
+    returns the error (``{type, message}``) when the output notebook could not be written, else None."""
+    from nb2prod.home import run_dir, write_private
 
     directory = run_dir(run_id)
-    (directory / "output.ipynb").write_text(result["output_notebook"])
-    if output_notebook:
-        Path(output_notebook).write_text(result["output_notebook"])
-    logs = directory / "logs"
-    logs.mkdir(exist_ok=True)
+    write_private(directory / "output.ipynb", result["output_notebook"])
     for name, stage in result["stages"].items():
         if stage.get("log"):
-            (logs / f"{name}.log").write_text(stage["log"])
-    (directory / "result.json").write_text(json.dumps({k: v for k, v in result.items() if k != "output_notebook"},
-                                                      default=str))
+            write_private(directory / "logs" / f"{name}.log", stage["log"])
+    write_private(directory / "result.json",
+                  json.dumps({k: v for k, v in result.items() if k != "output_notebook"}, default=str))
+    if output_notebook:
+        try:
+            Path(output_notebook).write_text(result["output_notebook"])
+        except OSError as exc:
+            return {"type": "OutputNotebookError",
+                    "message": f"the pipeline ran, but its executed notebook could not be written to "
+                               f"{output_notebook}: {exc.strerror or exc}; it is kept at {directory / 'output.ipynb'}"}
+    return None
 
 
 @contextmanager

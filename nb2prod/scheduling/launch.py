@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,8 @@ class Launcher:
         return run_id, store.get_run(run_id)["notebook_sha256"]
 
     def _notebook(self, schedule, values: dict[str, Any]) -> tuple[str, str]:
-        from nb2prod.home import run_dir
+        from nb2prod.home import run_dir, write_private
+        from nb2prod.runner.spawn import spawn_detached
 
         path = Path(schedule.notebook).resolve()
         content = path.read_bytes()  # the live file, read once: what runs is what the sha256 names
@@ -41,21 +41,22 @@ class Launcher:
         run_id = store.new_run_id()
         store.create_run(run_id, str(path), {"notebook": None}, notebook_sha256=sha, parameters=values,
                          options={**schedule.options, "parameters": values, "mode": "notebook"}, origin="scheduler")
-        (run_dir(run_id) / "input.ipynb").write_bytes(content)
         request = {"notebook": str(path), "sha256": sha, "parameters": values, "options": schedule.options}
-        (run_dir(run_id) / "request.json").write_text(json.dumps(request))
-        with open(run_dir(run_id) / "runner.log", "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "nb2prod.scheduling.notebook_mode", run_id],
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True, cwd=str(path.parent))
-        store.update_run(run_id, pid=proc.pid)
+        try:
+            write_private(run_dir(run_id) / "input.ipynb", content)
+            write_private(run_dir(run_id) / "request.json", json.dumps(request))
+            pid = spawn_detached([sys.executable, "-m", "nb2prod.scheduling.notebook_mode", run_id],
+                                 run_dir(run_id) / "runner.log", path.parent)
+        except OSError as exc:  # else the run would read `running` while the scheduler lives (its pid is ours)
+            store.finish_run(run_id, RunStatus.FAILED, {"type": type(exc).__name__, "message": str(exc)})
+            raise
+        store.update_run(run_id, pid=pid)
         return run_id, sha
 
     def status(self, run_id: str) -> dict[str, Any]:
         """{status, mlflow_run_id, error}; a run whose process died reads ``interrupted``."""
         from nb2prod import api
 
-        _reap(run_id)
         record = api.get_run(run_id)
         error = record.get("error") or {}
         return {"status": record["status"], "mlflow_run_id": record["mlflow_run_id"],
@@ -67,10 +68,12 @@ class Launcher:
         from nb2prod import api
 
         record = api.cancel_run(run_id)
-        if (record.get("options") or {}).get("mode") == "notebook" and record["status"] == RunStatus.RUNNING.value:
+        runner = _runner(run_id)
+        if (record.get("options") or {}).get("mode") == "notebook" and record["status"] == RunStatus.RUNNING.value \
+                and runner:
             try:
-                os.killpg(os.getpgid(_pid(run_id)), signal.SIGTERM)
-            except (ProcessLookupError, PermissionError, TypeError, OSError):
+                os.killpg(runner, signal.SIGTERM)
+            except OSError:
                 pass
 
 
@@ -88,20 +91,20 @@ def typed_values(notebook: str, rendered: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _pid(run_id: str) -> int | None:
+def _runner(run_id: str) -> int | None:
+    """The pid of the run's notebook-mode runner while that pid is still the runner (a pid is reused once its
+    process is gone: never signal whatever got it). The runner leads its own session and names the run."""
+    import psutil
+
     from nb2prod.store.db import session
     from nb2prod.store.models import RunRow
 
     with session() as s:
         row = s.get(RunRow, run_id)
-        return row.pid if row else None
-
-
-def _reap(run_id: str) -> None:
-    """Collect the exit status of a run process we started, so a dead one does not look alive (a zombie)."""
-    pid = _pid(run_id)
-    if pid and pid != os.getpid():
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except (ChildProcessError, OSError):
-            pass  # not our child: its own parent reaps it
+        pid = row.pid if row else None
+    try:
+        if pid and os.getsid(pid) == pid and run_id in psutil.Process(pid).cmdline():
+            return pid
+    except (OSError, psutil.Error):
+        pass
+    return None

@@ -47,10 +47,10 @@ def main(run_id: str, request: dict) -> int:
         hidden = [str(parameters[n]) for n in secret.names(secrets) if n in parameters and str(parameters[n])]
     except UsageError as exc:
         refused = {"type": "UsageError", "message": exc.message}
-    mlflow.set_tracking_uri(options.get("tracking_uri") or default_tracking_uri())
-    mlflow.set_experiment(options.get("experiment") or notebook.stem)
     status, error = RunStatus.DONE, None
     try:
+        mlflow.set_tracking_uri(options.get("tracking_uri") or default_tracking_uri())
+        mlflow.set_experiment(options.get("experiment") or notebook.stem)
         with mlflow.start_run(run_name=notebook.stem, tags={
                 "nb2prod.kind": "notebook", "nb2prod.run_id": run_id, "nb2prod.notebook": str(notebook),
                 "nb2prod.origin": "scheduler", "nb2prod.notebook_sha256": request.get("sha256", "")}) as run:
@@ -73,13 +73,21 @@ def main(run_id: str, request: dict) -> int:
             if output.stat().st_size:
                 mlflow.log_artifact(str(output))
                 if options.get("output_notebook"):
-                    shutil.copyfile(output, options["output_notebook"])
+                    try:
+                        shutil.copyfile(output, options["output_notebook"])
+                    except OSError as exc:  # the run ends failed with the reason (its own failure first)
+                        status, error = RunStatus.FAILED, error or {
+                            "type": "OutputNotebookError", "message": f"the executed notebook could not be written "
+                            f"to {options['output_notebook']}: {exc.strerror or exc}; it is kept at {output}"}
             mlflow.set_tag("nb2prod.status", status.value)
             if status is RunStatus.FAILED:
                 mlflow.end_run("FAILED")
     except SystemExit:
         status, error = RunStatus.CANCELLED, {"type": "Cancelled", "message": "the run was cancelled"}
         _stop_group()
+        _mask_output(output, hidden)
+    except Exception as exc:  # noqa: BLE001 - the tracking store, say: the run ends failed with the reason
+        status, error = RunStatus.FAILED, {"type": type(exc).__name__, "message": mask(str(exc), hidden)[:2000]}
         _mask_output(output, hidden)
     store.update_stage(run_id, "notebook", status={RunStatus.DONE: "done", RunStatus.FAILED: "failed"}.get(
         status, "cancelled"), ended_at=store.now(), error=error)

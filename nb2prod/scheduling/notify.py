@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import threading
 import urllib.request
@@ -68,10 +69,19 @@ def post(url: str, payload: dict[str, Any]) -> None:
 
 
 def command(cmd: str, payload: dict[str, Any]) -> None:
-    """Run ``cmd`` in a shell with NB2PROD_SCHEDULE, NB2PROD_STATUS, ... set and the JSON body on stdin."""
+    """Run ``cmd`` in a shell with NB2PROD_SCHEDULE, NB2PROD_STATUS, ... set and the JSON body on stdin. It runs
+    in a session of its own: at the timeout everything it started is killed, not only the shell."""
     env = {**os.environ, **{f"NB2PROD_{k.upper()}": str(v) for k, v in payload.items() if v is not None}}
-    subprocess.run(cmd, shell=True, env=env, input=json.dumps(payload).encode(), timeout=COMMAND_TIMEOUT_S,
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with subprocess.Popen(cmd, shell=True, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True) as proc:
+        try:
+            proc.communicate(json.dumps(payload).encode(), timeout=COMMAND_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
 
 
 class Notifier:

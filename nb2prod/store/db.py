@@ -1,6 +1,6 @@
 """Engine, declarative base and sessions of nb2prod's database (the run store).
 
-``NB2PROD_DATABASE_URL`` selects the database: SQLite at ``$NB2PROD_HOME/nb2prod.db`` by default (WAL mode, so
+``NB2PROD_DATABASE_URL`` selects the database: SQLite at ``$NB2PROD_HOME/nb2prod.db`` by default (0600, WAL mode, so
 readers never block the runner), or a team's PostgreSQL (``postgresql+psycopg://user@host/db``; a plain
 ``postgresql://`` URL means the same). The schema is created and upgraded by ``nb2prod.store.migrate`` when a
 process first uses the store; the tables' mappings live beside their API (``store.models``,
@@ -19,7 +19,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from nb2prod.errors import Nb2ProdError
-from nb2prod.home import home_dir
+from nb2prod.home import home_dir, private_file
 
 
 class Base(DeclarativeBase):
@@ -27,7 +27,7 @@ class Base(DeclarativeBase):
 
 
 def database_url() -> str:
-    return os.environ.get("NB2PROD_DATABASE_URL") or f"sqlite:///{home_dir() / 'nb2prod.db'}"
+    return os.environ.get("NB2PROD_DATABASE_URL") or f"sqlite:///{private_file(home_dir() / 'nb2prod.db')}"
 
 
 def _url(raw: str) -> URL:

@@ -98,6 +98,13 @@ class Tracker:
         return self.client.search_runs([exp.experiment_id], f"tags.`nb2prod.run_id` = '{nb2prod_run_id}'",
                                        order_by=["attributes.start_time ASC"], max_results=1000)
 
+    def mark_failed(self, run_id: str, reason: str) -> None:
+        """Turn an ended run FAILED with the reason (its outputs could not be saved after it finished)."""
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag("nb2prod.status", "failed"), RunTag("nb2prod.error", _text(reason))])
+        self.client.set_terminated(run_id, "FAILED")
+
     def fail_if_running(self, run_id: str) -> None:
         """End a run left RUNNING by a runner that died (idempotent)."""
         if self.client.get_run(run_id).info.status == "RUNNING":

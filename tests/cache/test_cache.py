@@ -155,3 +155,45 @@ def test_leaf_stage_values_are_stored_for_pull(chain):
     third = cache.load_stage_outputs(record["id"], "third")
     assert third == {"c": 20}  # a leaf stage: everything it bound, not only what others read
     assert cache.load_stage_outputs(record["id"], "second") == {"b": [0, 2, 4, 6, 8]}
+
+
+@pytest.fixture
+def train_evaluate(tmp_path):
+    return make_notebook(tmp_path / "te.ipynb", [
+        ("n = 200", ["parameters"]),
+        ("data = list(range(n))  # train_evaluate", ["stage:train"]),
+        ("total = sum(data)", ["stage:evaluate"]),
+    ])
+
+
+def test_a_stage_run_stores_its_output_under_what_it_consumed(train_evaluate):
+    api.run(train_evaluate, RunOptions(parameters={"n": 200}))
+    partial = api.run(train_evaluate, RunOptions(parameters={"n": 500}, stages=["evaluate"]))
+    assert _statuses(partial) == {"train": "cached", "evaluate": "done"}
+    assert cache.load_stage_outputs(partial["id"], "evaluate") == {"total": sum(range(200))}  # train of n=200
+    full = api.run(train_evaluate, RunOptions(parameters={"n": 500}))
+    assert _statuses(full) == {"train": "done", "evaluate": "done"}  # no hit on the partial run's output
+    assert cache.load_stage_outputs(full["id"], "evaluate") == {"total": sum(range(500))}
+    again = api.run(train_evaluate, RunOptions(parameters={"n": 200}))
+    assert _statuses(again) == {"train": "cached", "evaluate": "cached"}  # same inputs as the partial run
+
+
+def test_a_resumed_run_stores_its_outputs_under_what_they_consumed(tmp_path):
+    flag = tmp_path / "broken"
+    flag.write_text("1")
+    nb = make_notebook(tmp_path / "rk.ipynb", [
+        ("n = 200", ["parameters"]),
+        ("import os", ["setup"]),
+        ("data = list(range(n))  # resume keys", ["stage:train"]),
+        (f"assert not os.path.exists({str(flag)!r})\ntotal = sum(data)", ["stage:evaluate"]),
+    ])
+    failed = api.run(nb, RunOptions(parameters={"n": 200}))
+    assert _statuses(failed) == {"train": "done", "evaluate": "failed"}
+    flag.unlink()
+    resumed = api.run(nb, RunOptions(parameters={"n": 500}, resume_from=failed["id"]))
+    assert _statuses(resumed) == {"train": "cached", "evaluate": "done"}
+    assert cache.load_stage_outputs(resumed["id"], "evaluate") == {"total": sum(range(200))}
+    full = api.run(nb, RunOptions(parameters={"n": 500}))
+    assert _statuses(full) == {"train": "done", "evaluate": "done"}
+    assert cache.load_stage_outputs(full["id"], "evaluate") == {"total": sum(range(500))}
+

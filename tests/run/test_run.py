@@ -80,3 +80,21 @@ def test_bad_parameters_are_usage_errors(branching):
     assert unknown.returncode == 2 and "n (int), ratio (float), label (str)" in unknown.stderr
     wrong = run_cli("run", str(branching), "-p", "n", "1.5", "--json")
     assert wrong.returncode == 2 and json.loads(wrong.stdout)["status"] == "invalid"
+
+
+def test_a_failed_output_notebook_write_ends_the_run_failed_with_everything_else_recorded(tmp_path, mlflow_client):
+    from nb2prod.home import run_dir
+
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    nb = make_notebook(tmp_path / "vanish.ipynb", [
+        (f"import shutil\nprint('removing')\nshutil.rmtree({str(out_dir)!r})\nx = 1", ["stage:vanish"])])
+    record = api.run(nb, RunOptions(output_notebook=str(out_dir / "o.ipynb"), no_cache=True))
+    assert record["status"] == "failed" and record["stages"]["vanish"]["status"] == "done"
+    assert record["error"]["type"] == "OutputNotebookError" and str(out_dir / "o.ipynb") in record["error"]["message"]
+    directory = run_dir(record["id"])
+    assert (directory / "output.ipynb").exists() and (directory / "result.json").exists()
+    assert (directory / "logs" / "vanish.log").read_text() == "removing\n"
+    parent = mlflow_client.get_run(record["mlflow_run_id"])
+    assert parent.info.status == "FAILED" and parent.data.tags["nb2prod.status"] == "failed"
+    assert "output.ipynb" in {a.path for a in mlflow_client.list_artifacts(parent.info.run_id)}

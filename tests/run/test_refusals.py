@@ -1,0 +1,40 @@
+"""What a run refuses before anything runs or is recorded (no Ray needed): an output notebook that cannot be
+written, and resuming a run of another notebook — a clear message, exit 2 on the command line."""
+
+from __future__ import annotations
+
+import pytest
+
+from nb2prod import api
+from nb2prod.contracts import RunOptions
+from nb2prod.errors import UsageError
+from nb2prod.store import runs as store
+from tests.conftest import make_notebook, run_cli
+
+
+@pytest.fixture
+def notebook(tmp_path, nb2prod_home):
+    return make_notebook(tmp_path / "refuse.ipynb", [("x = 1  # refusals", ["stage:one"])])
+
+
+@pytest.mark.parametrize("where", ["a directory", "a missing parent"])
+def test_an_output_notebook_that_cannot_be_written_is_refused(notebook, tmp_path, where):
+    bad = tmp_path if where == "a directory" else tmp_path / "missing" / "out.ipynb"
+    with pytest.raises(UsageError, match="--output-notebook"):
+        api.run(notebook, RunOptions(output_notebook=str(bad)))
+    with pytest.raises(UsageError, match="--output-notebook"):
+        api.start_run(notebook, RunOptions(output_notebook=str(bad)))
+    assert api.list_runs(notebook) == []  # nothing ran, nothing was recorded
+    refused = run_cli("run", str(notebook), "--output-notebook", str(tmp_path / "missing" / "out.ipynb"))
+    assert refused.returncode == 2 and "does not exist" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_resuming_a_run_of_another_notebook_is_refused(notebook, tmp_path):
+    other = make_notebook(tmp_path / "other.ipynb", [("y = 1  # other", ["stage:one"])])
+    run_id = store.new_run_id()
+    store.create_run(run_id, str(other), {"one": None})
+    with pytest.raises(UsageError, match="is a run of"):
+        api.run(notebook, RunOptions(resume_from=run_id))
+    assert api.list_runs(notebook) == []
+    refused = run_cli("run", str(notebook), "--resume", run_id)
+    assert refused.returncode == 2 and "is a run of" in refused.stderr and "Traceback" not in refused.stderr
