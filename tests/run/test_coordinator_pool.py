@@ -36,7 +36,7 @@ DRIVER = textwrap.dedent('''
     while sum(1 for r in store.list_runs() if r["mlflow_run_id"]) < 4 and time.time() < deadline:
         time.sleep(0.1)  # until 4 runs are being orchestrated: every run slot is taken
     started = time.time()
-    ray.get(get_coordinator(owned_by_keeper=True).poll.remote("probe", 0), timeout=20)
+    ray.get(get_coordinator(embedded=True).poll.remote("probe", 0), timeout=20)
     poll_s = time.time() - started
     for t in threads:
         t.join()
