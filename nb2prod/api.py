@@ -271,6 +271,24 @@ def _shown(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "tracking_uri": secret.redact_uri(record.get("tracking_uri"))}
 
 
+def new_run_id() -> str:
+    """A fresh run id (a live view shows the run before :func:`run` records it)."""
+    return store.new_run_id()
+
+
+def stage_outputs(run_id: str, stage: str) -> dict[str, Any]:
+    """The outputs a done or cached stage of a run produced, from the cache (``%nb2prod pull``)."""
+    from nb2prod.cache import load_stage_outputs
+
+    return load_stage_outputs(run_id, stage)
+
+
+def stage_log(run_id: str, stage: str) -> str:
+    """A finished run's captured output of one stage ("" when it printed nothing)."""
+    path = run_dir(run_id) / "logs" / f"{stage}.log"
+    return path.read_text(errors="replace") if path.is_file() else ""
+
+
 def cancel_run(run_id: str) -> dict[str, Any]:
     """Ask a running run to stop; its runner cancels the running stages within a heartbeat (a detached run's
     Ray job is stopped: its driver cancels them)."""

@@ -161,10 +161,8 @@ class Nb2ProdMagics(Magics):
             else:
                 print(f"[nb2prod] run {run_id} started in the background; `%nb2prod status {run_id}` shows it")
             return view
-        from nb2prod.store.runs import new_run_id
-
         stages = list(api.prepare(path, options).spec.stages)
-        run_id = new_run_id()
+        run_id = api.new_run_id()
         view = RunView(stages, widget=widget, run_id=run_id)
         self.last_view, self.last_run_id = view, run_id
         if widget:

@@ -96,7 +96,6 @@ def params(magics, path: str | None, wait: bool | None, **kw: Any) -> None:
 def pull(magics, stage: str, names: tuple[str, ...], run_id: str | None, path: str | None) -> None:
     """Load STAGE's outputs (or only NAMES) from a finished run into the notebook namespace."""
     from nb2prod import api
-    from nb2prod.cache import load_stage_outputs
 
     if run_id is None:
         notebook = magics.notebook(path)
@@ -106,7 +105,7 @@ def pull(magics, stage: str, names: tuple[str, ...], run_id: str | None, path: s
             raise UsageError(f"no run of {notebook.name} has a successful stage {stage!r} yet; run it first "
                              "(or pass --run RUN_ID)")
         run_id = runs[0]["id"]
-    values = load_stage_outputs(run_id, stage)
+    values = api.stage_outputs(run_id, stage)
     if names:
         missing = [n for n in names if n not in values]
         if missing:

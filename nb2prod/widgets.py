@@ -336,10 +336,9 @@ class RunView:
     def _log(self, name: str) -> str:
         if not (self.run_id and self.finished.is_set()):
             return ""
-        from nb2prod.home import run_dir
+        from nb2prod import api
 
-        path = run_dir(self.run_id) / "logs" / f"{name}.log"
-        return path.read_text(errors="replace") if path.is_file() else ""
+        return api.stage_log(self.run_id, name)
 
 
 def _timestamp(iso: str) -> float | None:
