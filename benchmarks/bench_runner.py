@@ -74,6 +74,8 @@ def _home(name: str) -> dict[str, str]:
 
 def start_ray(env: dict[str, str]) -> tuple[subprocess.Popen, dict[str, str]]:
     """`ray start --head --block` in its own session (2 CPUs, own temp dir, token auth); the client env."""
+    from nb2prod.runner.cluster import agent_ports
+
     token = Path(env["NB2PROD_HOME"]) / "ray-token"
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
@@ -82,10 +84,10 @@ def start_ray(env: dict[str, str]) -> tuple[subprocess.Popen, dict[str, str]]:
     log = Path(env["NB2PROD_HOME"]) / "ray-start.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-             f"--port={port}", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
-             f"--temp-dir=/tmp/nb2prod-bench-{os.getpid()}", f"--dashboard-agent-listen-port={_free_port()}",
-             f"--metrics-export-port={_free_port()}", f"--ray-client-server-port={_free_port()}",
+            [sys.executable, "-m", "nb2prod.runner.raystart", "start", "--head", "--block",
+             "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+             "--disable-usage-stats", f"--temp-dir=/tmp/nb2prod-bench-{os.getpid()}", *agent_ports(),
+             f"--ray-client-server-port={_free_port()}",
              f"--dashboard-port={_free_port()}"],
             env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     while "Ray runtime started" not in log.read_text():

@@ -60,17 +60,16 @@ def ray_start_cluster(nb2prod_home):
     """A cluster started the way users start theirs (`ray start --head`), 2 CPUs, its own temp dir, loopback
     only, token auth on (the embedded cluster's token file, so one test process can switch between the two).
     Ray's defaults otherwise (no nb2prod system config). Stopped by its process group, SIGKILL after 5 s."""
-    from nb2prod.runner.cluster import token_path
+    from nb2prod.runner.cluster import agent_ports, token_path
 
     temp = f"/tmp/nb2prod-rs-{os.getpid()}"  # short: Ray's unix socket paths are limited
     port = _free_port()
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN_PATH": str(token_path())}
     env.pop("RAY_ADDRESS", None)
-    cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-           f"--port={port}", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
-           f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}",
-           f"--ray-client-server-port={_free_port()}", f"--dashboard-port={_free_port()}",
+    cmd = [sys.executable, "-m", "nb2prod.runner.raystart", "start", "--head", "--block",
+           "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+           "--disable-usage-stats", f"--temp-dir={temp}", *agent_ports(), f"--ray-client-server-port={_free_port()}", f"--dashboard-port={_free_port()}",
            "--no-monitor", "--include-log-monitor=false"]  # fewer daemons racing the raylet's 15 s agent wait
     log = nb2prod_home / "ray-start.log"
     proc = None

@@ -111,6 +111,13 @@ def _reachable(address: str) -> bool:
         return False
 
 
+def agent_ports() -> list[str]:
+    """``ray start`` flags for every agent port, chosen up front (see :mod:`nb2prod.runner.raystart`)."""
+    from nb2prod.runner.raystart import AGENT_PORT_FLAGS
+
+    return [f"{flag}={_free_port()}" for flag in AGENT_PORT_FLAGS]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
@@ -149,9 +156,8 @@ def start(num_cpus: int | None = None, num_gpus: int | None = None,
         if left:  # a cluster that died half-way: what is left of it goes before a new one starts
             _terminate(_processes(left))
         port = _free_port()
-        cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--node-ip-address={LOOPBACK}",
-               f"--port={port}",
-               f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}",
+        cmd = [sys.executable, "-m", "nb2prod.runner.raystart", "start", "--head", f"--node-ip-address={LOOPBACK}",
+               f"--port={port}", *agent_ports(),
                "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={_temp_dir()}",
                f"--system-config={json.dumps(SYSTEM_CONFIG)}"]
         if num_cpus is not None:

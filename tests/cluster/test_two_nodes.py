@@ -35,8 +35,10 @@ def _kill(marker: str) -> None:
 
 
 def _ray_start(env: dict, *args: str) -> None:
-    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "start", "--node-ip-address=127.0.0.1",
-                    "--disable-usage-stats", *args], env=env, check=True, timeout=120,
+    from nb2prod.runner.cluster import agent_ports
+
+    subprocess.run([sys.executable, "-m", "nb2prod.runner.raystart", "start", "--node-ip-address=127.0.0.1",
+                    "--disable-usage-stats", *agent_ports(), *args], env=env, check=True, timeout=120,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
 
 

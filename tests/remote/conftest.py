@@ -59,50 +59,13 @@ def _stop(proc: subprocess.Popen, marker: str) -> None:
             pass
 
 
-# `ray start`, except for two fixed waits a loaded 2-core CI machine misses: the raylet gets minutes rather than 30 s
-# to register with the GCS, and the ports its agents will listen on (all given on the command line) are written
-# for it up front instead of it giving the agents 15 s to start and write them. Everything else is Ray's own.
-PATIENT_RAY_START = """
-import sys, time
-import ray._private.node as node
-import ray._private.services as services
-from ray._raylet import (DASHBOARD_AGENT_LISTEN_PORT_NAME, METRICS_AGENT_PORT_NAME, METRICS_EXPORT_PORT_NAME,
-                         RUNTIME_ENV_AGENT_PORT_NAME, persist_port)
-from ray.scripts.scripts import main
-
-start_raylet = node.Node.start_raylet
-def start_raylet_with_known_ports(self, *args, **kwargs):
-    p = self._ray_params
-    for name, port in ((METRICS_AGENT_PORT_NAME, p.metrics_agent_port),
-                       (DASHBOARD_AGENT_LISTEN_PORT_NAME, p.dashboard_agent_listen_port),
-                       (RUNTIME_ENV_AGENT_PORT_NAME, p.runtime_env_agent_port),
-                       (METRICS_EXPORT_PORT_NAME, p.metrics_export_port)):
-        if port:
-            persist_port(self._session_dir, self._node_id, name, port)
-    return start_raylet(self, *args, **kwargs)
-node.Node.start_raylet = start_raylet_with_known_ports
-
-get_node = services.get_node
-def patient_get_node(*args, **kwargs):
-    deadline = time.monotonic() + 150
-    while True:
-        try:
-            return get_node(*args, **kwargs)
-        except RuntimeError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-services.get_node = patient_get_node
-sys.argv = ["ray", *sys.argv[1:]]
-main()
-"""
 
 
 class Node:
     """One ``ray start --block`` in its own mount namespace and process group."""
 
     def __init__(self, hidden: Path, env: dict[str, str], args: list[str], log: Path, marker: str) -> None:
-        ray_start = [sys.executable, "-c", PATIENT_RAY_START, "start", "--block", "--node-ip-address=127.0.0.1",
+        ray_start = [sys.executable, "-m", "nb2prod.runner.raystart", "start", "--block", "--node-ip-address=127.0.0.1",
                      "--disable-usage-stats", f"--temp-dir={marker}", *args]
         script = f"mount -t tmpfs tmpfs {hidden} && exec {' '.join(_quote(a) for a in ray_start)}"
         self.marker = marker
