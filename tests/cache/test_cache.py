@@ -125,8 +125,7 @@ def test_resume_after_sigkill_of_the_runner(tmp_path):
 
 
 def test_large_arrays_are_memory_mapped_and_evicted(tmp_path, monkeypatch):
-    directory = tmp_path / "c"
-    directory.mkdir()
+    directory = cache.cache_dir(str(tmp_path / "c"))  # created and tagged as nb2prod's: eviction works there only
     big = np.arange(2_000_000, dtype=np.float64)
     cache.write(directory, "a" * 64, {"x": big}, {"stage": "s", "run_id": "r"})
     loaded = cache.load(directory, "a" * 64)["x"]
