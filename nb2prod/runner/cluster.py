@@ -256,8 +256,8 @@ def connect(address: str | None = None, *, log_to_driver: bool = False) -> str:
         os.environ.update(embedded_env())
         address = start()
         extra["_node_ip_address"] = LOOPBACK  # else Ray may resolve 127.0.0.1 to the external IP and hang
-    elif os.environ.get("NB2PROD_NODE_IP") or address.rpartition(":")[0] in (LOOPBACK, "localhost"):
-        extra["_node_ip_address"] = os.environ.get("NB2PROD_NODE_IP") or LOOPBACK  # a keeper in the cluster
+    elif os.environ.get("NB2PROD_NODE_IP"):  # a keeper in the cluster: its own node (clients: Ray finds theirs)
+        extra["_node_ip_address"] = os.environ["NB2PROD_NODE_IP"]
     import ray
 
     if ray.is_initialized():
