@@ -39,7 +39,7 @@ def test_example_promotes_then_refuses_on_drift(ray_cluster, example_notebook, m
                                   "reason": first["promotion"]["reason"]}
     assert first["drift"] is None  # no reference yet
     holder = mlflow_client.get_model_version_by_alias(model_name, "champion")
-    assert holder.version == "1" and holder.run_id == first["stages"]["evaluate"]["mlflow_run_id"]
+    assert str(holder.version) == "1" and holder.run_id == first["stages"]["evaluate"]["mlflow_run_id"]
     parent = mlflow_client.get_run(first["mlflow_run_id"])
     assert parent.data.tags["nb2prod.gate.status"] == "passed"
     assert parent.data.tags["nb2prod.promotion.moved"] == "True"
@@ -61,7 +61,7 @@ def test_example_promotes_then_refuses_on_drift(ray_cluster, example_notebook, m
     assert shifted["drift"]["columns"] == {"X_test": ["alcohol"]}
     promotion = shifted["promotion"]
     assert promotion["version"] == 2 and not promotion["moved"] and promotion["reason"].startswith("data drifted")
-    assert mlflow_client.get_model_version_by_alias(model_name, "champion").version == "1"
+    assert str(mlflow_client.get_model_version_by_alias(model_name, "champion").version) == "1"
     assert "data drifted" in mlflow_client.get_model_version(model_name, "2").tags["nb2prod.not_promoted"]
     metrics = mlflow_client.get_run(shifted["mlflow_run_id"]).data.metrics
     assert metrics["drift.X_test.alcohol.psi"] > 0.2 and metrics["drift.X_test.max_psi"] > 0.2
@@ -73,7 +73,7 @@ def test_example_promotes_then_refuses_on_drift(ray_cluster, example_notebook, m
     same = api.run(example_notebook, RunOptions(gates=["accuracy>=0.1"], promote="champion", experiment=experiment,
                                                 no_cache=True))
     assert same["drift"]["drifted"] is False and same["promotion"]["moved"]  # not worse than v1: same data, same model
-    assert mlflow_client.get_model_version_by_alias(model_name, "champion").version == "3"
+    assert str(mlflow_client.get_model_version_by_alias(model_name, "champion").version) == "3"
 
 
 def test_failed_gate_keeps_run_done_exits_1_and_cached_stage_registers_nothing(ray_cluster, example_notebook,
