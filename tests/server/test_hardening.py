@@ -54,6 +54,7 @@ async def test_file_tracking_uris_inside_the_root_or_home_are_kept_absolute(jp_f
     kept = {"sqlite:///sub/mlflow.db": f"sqlite:///{root.resolve() / 'sub' / 'mlflow.db'}",
             f"sqlite:///{nb2prod_home / 'other.db'}": f"sqlite:///{nb2prod_home.resolve() / 'other.db'}",
             "mlruns": str(root.resolve() / "mlruns"), "http://mlflow.example:5000": "http://mlflow.example:5000"}
+    (root / "out").mkdir()  # an output notebook's directory must exist when the schedule is added
     try:
         for i, (uri, stored) in enumerate(kept.items()):
             code, row = await fetch_json(jp_fetch, "nb2prod", "schedules", **post(
