@@ -2,8 +2,10 @@
 
 A stage's key hashes: its code, the parameters cell and setup cells' code, the values of the
 parameters it reads (directly or through notebook functions it calls), its upstream stages' keys,
-the nb2prod version, the content of files named by its ``inputs:`` tags, and the source of local
-modules (in the notebook's directory) that it or setup imports. Never file timestamps.
+the nb2prod version, the content of files named by its ``inputs:`` tags, the source of local
+modules (in the notebook's directory) that it or setup imports, and its ``register:`` models and
+``monitor:`` variables (only a stage that runs registers and profiles: a new model name reruns it).
+Never file timestamps.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def stage_keys(spec: PipelineSpec, parameters: dict[str, Any],
             "upstream": {u: keys[u] for u in stage.upstream},
             "files": {pattern: _files_digest(root, pattern) for pattern in stage.input_files},
             "modules": {**setup_modules, **_local_modules(root, code)},
+            "register": stage.register, "monitor": stage.monitor,
         }
         key = hashlib.sha256(json.dumps(material, sort_keys=True, default=repr).encode()).hexdigest()
         keys[name] = choose(name, key) if choose else key

@@ -143,19 +143,15 @@ class MlopsHooks:
         alias = self.req.promote
         if not self.registered:
             why = "; ".join(self.problems) or "the registering stage was cached or skipped"
-            return {"alias": alias, "model": None, "version": None, "moved": False,
-                    "reason": f"no new model version ({why})"}
+            reason = "; ".join(filter(None, [_refusal(gate, drift), f"no new model version ({why})"]))
+            return {"alias": alias, "model": None, "version": None, "moved": False, "reason": reason}
         outcomes = [self._promote_one(alias, entry, gate, drift, metrics) for entry in self.registered]
         return {**outcomes[0], "others": outcomes[1:]} if len(outcomes) > 1 else outcomes[0]
 
     def _promote_one(self, alias: str, entry: dict[str, Any], gate: dict[str, Any],
                      drift: dict[str, Any] | None, metrics: dict[str, float]) -> dict[str, Any]:
         name, version = entry["model"], entry["version"]
-        reason = None
-        if gate["status"] == "failed":
-            reason = f"gate failed: {gate['reason']}"
-        elif drift and drift["drifted"]:
-            reason = f"data drifted: {drift['reason']}"
+        reason = _refusal(gate, drift)
         holder = registry.alias_holder(self.client, name, alias)
         compared = ""
         if reason is None and holder is not None and self.gates:
@@ -183,6 +179,15 @@ class MlopsHooks:
             if value is not None:
                 return value
         return stage_run.data.metrics.get(metric)
+
+
+def _refusal(gate: dict[str, Any], drift: dict[str, Any] | None) -> str | None:
+    """Why this run's gate or drift forbids a promotion, or None."""
+    if gate["status"] == "failed":
+        return f"gate failed: {gate['reason']}"
+    if drift and drift["drifted"]:
+        return f"data drifted: {drift['reason']}"
+    return None
 
 
 def _drift_reason(result: dict[str, Any]) -> str:

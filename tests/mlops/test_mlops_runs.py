@@ -78,8 +78,6 @@ def test_example_promotes_then_refuses_on_drift(ray_cluster, example_notebook, m
     assert str(mlflow_client.get_model_version_by_alias(model_name, "champion").version) == "3"
 
 
-@pytest.mark.xfail(reason="open bug (issue 17): the gate's reason is replaced by 'no new model version' when the "
-                          "registering stage was cached", strict=False)
 def test_failed_gate_keeps_run_done_exits_1_and_cached_stage_registers_nothing(ray_cluster, example_notebook,
                                                                                 mlflow_client, model_name):
     _retag(example_notebook, "register:best_model=wine-classifier", f"register:best_model={model_name}")

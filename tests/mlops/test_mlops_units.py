@@ -73,6 +73,32 @@ def test_gates_evaluate_with_reasons():
         parse_gates(["accuracy"])
 
 
+def test_register_and_monitor_targets_are_part_of_the_cache_key(build):
+    from nb2prod.core.cachekey import stage_keys
+
+    def key(tags: list[str]) -> str:
+        return stage_keys(build([("m = 1", ["stage:fit", *tags]), ("n = m", ["stage:use"])]), {})["fit"]
+
+    plain, wine, other = key([]), key(["register:m=wine"]), key(["register:m=other"])
+    assert len({plain, wine, other, key(["monitor:m"])}) == 4  # a cached stage would register / profile nothing
+    assert wine == key(["register:m=wine"])
+
+
+def test_failed_gate_is_the_promotion_reason_without_a_new_version(build):
+    from types import SimpleNamespace
+
+    from nb2prod.mlops.hooks import MlopsHooks
+
+    spec = build([("m = 1", ["stage:fit", "register:m=wine", "gate:acc>=0.9"])])
+    client = SimpleNamespace(get_run=lambda _: SimpleNamespace(data=SimpleNamespace(metrics={"acc": 0.5})),
+                             log_batch=lambda *a, **k: None)
+    hooks = MlopsHooks(SimpleNamespace(spec=spec, gates=[], promote="champion"), client)
+    promotion = hooks.finish("parent", succeeded=True)["promotion"]  # fit was cached: nothing registered
+    assert promotion["version"] is None and not promotion["moved"]
+    assert promotion["reason"] == ("gate failed: acc 0.5 < 0.9; "
+                                   "no new model version (the registering stage was cached or skipped)")
+
+
 def _frame(rows: int, shift: float = 0.0, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     return pd.DataFrame({"alcohol": rng.normal(13, 1, rows) + shift, "ash": rng.normal(2.4, 0.3, rows),
