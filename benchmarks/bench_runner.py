@@ -18,7 +18,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -31,6 +30,10 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.procs import stop_group  # noqa: E402
+
 OUT = ROOT / "benchmarks" / "out"
 EXAMPLE = ROOT / "example_notebooks" / "pipeline.ipynb"
 
@@ -98,12 +101,7 @@ def start_ray(env: dict[str, str]) -> tuple[subprocess.Popen, dict[str, str]]:
 
 
 def stop_ray(proc: subprocess.Popen) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):  # Ray's agents ignore SIGTERM
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        time.sleep(3)
+    stop_group(proc, grace_s=3)
     shutil.rmtree(f"/tmp/nb2prod-bench-{os.getpid()}", ignore_errors=True)
 
 

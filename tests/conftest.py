@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.procs import stop_group
 
 # Ray reads this when imported: set it before any test module imports ray (see nb2prod.runner.cluster).
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -83,27 +84,15 @@ def ray_start_cluster(nb2prod_home):
                 time.sleep(0.2)
             if "Ray runtime started" in log.read_text():
                 break
-            _stop_group(proc)
+            stop_group(proc)
         else:
             raise RuntimeError(f"`ray start --head` failed:\n{log.read_text()[-3000:]}")
         client = {k: env[k] for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
         yield {"address": f"127.0.0.1:{port}", "temp_dir": temp, "env": {**os.environ, **client}}
     finally:
         if proc is not None:
-            _stop_group(proc)
+            stop_group(proc)
         shutil.rmtree(temp, ignore_errors=True)
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):  # Ray's agents ignore SIGTERM
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def _switch(address: str | None) -> None:

@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.procs import stop_group
+
 
 def binaries() -> Path | None:
     """The newest ``/usr/lib/postgresql/*/bin`` holding initdb and postgres, else None."""
@@ -81,12 +83,7 @@ class PostgresServer:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)  # "fast" shutdown: disconnects clients
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+            stop_group(self.proc, grace_s=30, first=signal.SIGINT)  # SIGINT: "fast" shutdown, disconnects clients
         if getattr(self, "log", None):
             self.log.close()
         shutil.rmtree(self.root, ignore_errors=True)

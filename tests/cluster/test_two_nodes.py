@@ -10,28 +10,18 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.conftest import make_notebook
+from tests.procs import kill_named
 
 pytestmark = pytest.mark.slow
-
-
-def _kill(marker: str) -> None:
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(marker in part for part in proc.info["cmdline"] or []):
-                proc.send_signal(signal.SIGKILL)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
 
 
 def _ray_start(env: dict, *args: str) -> None:
@@ -59,7 +49,7 @@ def two_nodes(nb2prod_home, tmp_path_factory):
                f"--temp-dir={marker}-edge")
     client_env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     yield {"address": f"127.0.0.1:{port}", "env": client_env, "edge": f"{marker}-edge"}
-    _kill(marker)
+    kill_named(marker)
 
 
 def _run(nb: Path, cluster: dict, timeout: float = 180) -> subprocess.Popen:
@@ -94,7 +84,7 @@ def test_losing_the_only_eligible_node_fails_within_60s(tmp_path, two_nodes):
     while not started.exists() and time.time() < deadline:
         time.sleep(0.2)
     assert started.exists(), proc.stderr.read() if proc.poll() is not None else "stage never started"
-    _kill(two_nodes["edge"])
+    kill_named(two_nodes["edge"])
     killed = time.time()
     out, err = proc.communicate(timeout=120)
     assert time.time() - killed < 60

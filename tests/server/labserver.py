@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from tests.procs import stop_group
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -74,12 +75,7 @@ class LabServer:
 
     def __exit__(self, *exc) -> None:
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+            stop_group(self.proc, grace_s=15)
         self._log.close()
 
     def log(self) -> str:
