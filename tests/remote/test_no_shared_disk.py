@@ -6,6 +6,7 @@ store gets the parent and stage runs, metrics, artifacts and the executed notebo
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,28 +62,37 @@ def test_an_attached_run_keeps_everything_on_the_client(tmp_path, remote_cluster
     assert {s["status"] for s in json.loads(again.stdout.splitlines()[-1])["stages"].values()} == {"cached"}
 
 
-@pytest.mark.skip(reason="known fixture bug: the second node cannot join the loopback-only head (`ray start "
-                  "--address` refuses RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0; with =1 it looks for the GCS on the "
-                  "external IP); the head must start with =1 as tests/cluster/test_two_nodes.py does — open in issue 16")
-def test_two_nodes_without_a_shared_disk_cache_and_resume(tmp_path, remote_second_node):
-    cluster = remote_second_node
+def test_two_nodes_without_a_shared_disk_cache_and_resume(tmp_path, remote_two_nodes):
+    cluster = remote_two_nodes
     flag = Path(f"/tmp/nb2prod-resume-flag-{tmp_path.name}")  # /tmp is shared with the cluster
+    blind = (f"import os, ray\nassert not any(map(os.path.exists, {[str(tmp_path), os.environ['NB2PROD_HOME']]!r}))\n"
+             "{stage}_node = ray.get_runtime_context().get_node_id()\n"
+             "assert [n['NodeID'] for n in ray.nodes() if n['Alive'] and n['Resources'].get({resource!r})] == "
+             "[{stage}_node]\n")  # the stage sees none of the client's files, on the node it was placed on
     nb = make_notebook(tmp_path / "twonodes.ipynb", [
-        ("import numpy as np\nbig = np.ones(200_000)", ["stage:far", "resources:other=1"]),
-        (f"import os\nassert os.path.exists({str(flag)!r}), 'not yet'\ntotal = float(big.sum())", ["stage:near"]),
+        (blind.format(stage="far", resource="other") + "import numpy as np\nbig = np.ones(200_000)",
+         ["stage:far", "resources:other=1"]),
+        (blind.format(stage="near", resource="main") + f"assert os.path.exists({str(flag)!r}), 'not yet'\n"
+         "total = float(big.sum())\nnodes = sorted({far_node, near_node})", ["stage:near", "resources:main=1"]),
     ])
     env = _attached_env(cluster)
     first = _run(env, "run", str(nb), "--ray-address", cluster["address"], "--json", "--quiet")
     assert first.returncode == 1, first.stderr
     result = json.loads(first.stdout.splitlines()[-1])
     assert result["stages"]["far"]["status"] == "done" and result["stages"]["near"]["status"] == "failed"
+    assert "not yet" in result["stages"]["near"]["error"]["message"]  # past its checks: on the head, blind
     flag.write_text("go")
     try:
         resumed = _run(env, "resume", result["run_id"], "--json", "--quiet")
         assert resumed.returncode == 0, resumed.stderr
-        stages = json.loads(resumed.stdout.splitlines()[-1])["stages"]
-        assert stages["far"]["status"] == "cached" and stages["near"]["status"] == "done"
+        record = json.loads(resumed.stdout.splitlines()[-1])
+        assert {n: s["status"] for n, s in record["stages"].items()} == {"far": "cached", "near": "done"}
+        from nb2prod.cache import load_stage_outputs  # the client's cache, filled through Ray
+
+        near = load_stage_outputs(record["run_id"], "near")
+        assert near["total"] == 200_000.0 and len(near["nodes"]) == 2  # the stages ran on both nodes
         again = _run(env, "run", str(nb), "--ray-address", cluster["address"], "--json", "--quiet")
         assert {s["status"] for s in json.loads(again.stdout.splitlines()[-1])["stages"].values()} == {"cached"}
     finally:
         flag.unlink()
+
