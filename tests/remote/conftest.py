@@ -64,8 +64,9 @@ class Node:
         with open(log, "w") as out:
             # started at a higher priority (Ray's raylet gives its agents 15 s to report their ports, which a
             # loaded machine misses), back to normal once up (see ``normal_priority``)
-            self.proc = subprocess.Popen(["nice", "-n", "-20", "unshare", "-m", "sh", "-c", script], env=env, stdout=out,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(["nice", "-n", "-20", "unshare", "-m", "sh", "-c", script], env=env,
+                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
 
     def normal_priority(self) -> None:
         for proc in psutil.process_iter():

@@ -24,11 +24,13 @@ def _cli(env: dict, *args: str, timeout: float = 180) -> subprocess.CompletedPro
 
 
 def _another_user(tmp_path: Path, cluster: dict, tracking: str) -> dict:
-    """A fresh client: another HOME, an empty NB2PROD_HOME, configured only for the cluster and the server."""
+    """A fresh client: another HOME, an empty NB2PROD_HOME, configured only for the cluster and the server as
+    docs/cluster.md's step 4 says."""
     home = tmp_path / "other-user"
     (home / "nb2prod").mkdir(parents=True)
     env = {k: v for k, v in cluster["env"].items() if k not in ("NB2PROD_HOME", "MLFLOW_TRACKING_URI")}
-    return {**env, "HOME": str(home), "NB2PROD_HOME": str(home / "nb2prod"), "MLFLOW_TRACKING_URI": tracking}
+    return {**env, "HOME": str(home), "NB2PROD_HOME": str(home / "nb2prod"), "MLFLOW_TRACKING_URI": tracking,
+            "RAY_AUTH_MODE": "token"}
 
 
 def _wait_finished(env: dict, run_id: str, timeout: float = 300) -> dict:
@@ -69,6 +71,9 @@ def test_a_detached_run_outlives_its_submitter_and_another_user_sees_it(tmp_path
     assert run_id in [r["id"] for r in listed]
     logs = _cli(other, "logs", run_id)
     assert "prepared 5" in logs.stdout and "total 10" in logs.stdout, logs
+    jobs = subprocess.run([str(Path(sys.executable).parent / "ray"), "job", "list"], env=other, capture_output=True,
+                          text=True, timeout=120)  # docs/cluster.md step 7 (Ray sends the token in token mode only)
+    assert f"nb2prod-{run_id}" in jobs.stdout, jobs.stderr[-2000:]
 
     from mlflow import MlflowClient
 
@@ -149,3 +154,4 @@ def test_productionize_with_a_jobs_address_submits_a_job(tmp_path, remote_cluste
         time.sleep(2)
     assert record["status"] == "done" and record["stages"]["answer"]["status"] == "done", record
     assert record["origin"] == "server" and record["mlflow_run_id"]
+
