@@ -43,6 +43,7 @@ class RunState:
         self.last_poll = time.time()
         self.starts: dict[tuple[str, int], list[dict[str, Any]]] = {}
         self.finished: set[str] = set()  # stages with a final status: late "started" calls are not news
+        self.relay = None  # the RelayTracker of a run whose MLflow writes travel to its client
         self.lock = threading.Lock()
 
     def emit(self, **event: Any) -> None:
@@ -102,7 +103,7 @@ class Coordinator:
             if request.relay_tracking:
                 from nb2prod.runner.relay import RelayTracker
 
-                tracker = RelayTracker(request.tracking_uri, state.emit)
+                tracker = state.relay = RelayTracker(request.tracking_uri, state.emit)
             else:
                 tracker = self.tracker(request.tracking_uri)
             return Orchestration(request, state, tracker, handle).run()
@@ -119,6 +120,13 @@ class Coordinator:
         state.last_poll = time.time()
         with state.lock:
             return state.events[cursor:], len(state.events)
+
+    @ray.method(concurrency_group="control")
+    def answer(self, run_id: str, token: str, outcome: tuple) -> None:
+        """The client's answer to a relayed MLflow call (see :class:`nb2prod.runner.relay.RelayTracker`)."""
+        state = self._runs.get(run_id)
+        if state is not None and state.relay is not None:
+            state.relay.answer(token, outcome)
 
     @ray.method(concurrency_group="control")
     def cancel(self, run_id: str) -> None:

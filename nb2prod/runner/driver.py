@@ -39,8 +39,9 @@ def drive(request, ray_address: str | None, observer: Observer | None = None) ->
         request.ship.upload()  # once per content: an unchanged directory is not sent again
     if request.relay_cache:
         put_hits(request)
-    replay = Replay(request.tracking_uri, request.cache_dir)
     coordinator = get_coordinator(embedded=is_embedded(address))
+    replay = Replay(request.tracking_uri, request.cache_dir,
+                    lambda token, outcome: coordinator.answer.remote(request.run_id, token, outcome))
     ref = coordinator.run.remote(request)
     try:
         with _signals_to_cancel() as interrupted:

@@ -6,7 +6,9 @@ reads or writes them:
 - MLflow, when the tracking URI is client-local (SQLite, file store, path): the coordinator records each write
   as a ``tracking`` event (:class:`RelayTracker`) and the client's driver replays it on the one
   :class:`~nb2prod.tracking.Tracker` (:class:`Replay`); placeholder ids stand for MLflow's ids until the client
-  has created the runs. A server or database URI is written from the cluster directly.
+  has created the runs. The registration, drift and gate hooks need answers (runs, model versions, aliases):
+  their ``MlflowClient`` calls (:class:`RelayClient`) are ``ask`` events that the driver answers through the
+  coordinator. A server or database URI is written from the cluster directly.
 - The stage cache lives with the driver (the client, or a detached run's job driver on the head node): cache
   hits travel to the cluster as objects the driver puts (:func:`put_hits`); new outputs travel back as object
   refs in ``cache`` events that the driver writes to its cache (:class:`Replay`).
@@ -17,11 +19,13 @@ reads or writes them:
 from __future__ import annotations
 
 import itertools
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable
 
 PLACEHOLDER = "relay:"
+ASK_TIMEOUT_S = 600.0  # a driver that has not answered by then is taken for gone (the call raises)
 
 
 class RelayTracker:
@@ -34,6 +38,9 @@ class RelayTracker:
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._experiments: dict[str, str] = {}
+        self._answers: dict[str, tuple] = {}
+        self._answered = threading.Condition()
+        self.client = RelayClient(self.ask)
 
     def _op(self, op: str, *args: Any, returns: bool = False, **kwargs: Any) -> str | None:
         with self._lock:  # placeholders are minted and emitted in one order
@@ -58,6 +65,60 @@ class RelayTracker:
     def fail_if_running(self, run_id: str) -> None:
         self._op("fail_if_running", run_id)
 
+    def ask(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call ``method`` of the client's ``MlflowClient`` and wait for its answer (after every earlier write)."""
+        token = f"ask:{next(self._ids)}"
+        with self._answered:
+            self._emit(type="ask", method=method, args=list(args), kwargs=kwargs, token=token)
+            if not self._answered.wait_for(lambda: token in self._answers, timeout=ASK_TIMEOUT_S):
+                raise TimeoutError(f"the client did not answer MLflow's {method} within {ASK_TIMEOUT_S:.0f}s")
+            outcome = self._answers.pop(token)
+        if outcome[0] == "ok":
+            return outcome[1]
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import ErrorCode
+
+        _, kind, code, message = outcome
+        if code:
+            raise MlflowException(message, error_code=ErrorCode.Value(code))
+        raise RuntimeError(f"{kind}: {message}")
+
+    def answer(self, token: str, outcome: tuple) -> None:
+        """The driver's answer to :meth:`ask` (``("ok", value)`` or ``("error", type, MLflow code, message)``)."""
+        with self._answered:
+            self._answers[token] = outcome
+            self._answered.notify_all()
+
+
+class RelayClient:
+    """The client's ``MlflowClient`` as the coordinator sees it: every call is answered by the driver; files
+    travel as bytes (the client cannot read the cluster's temp dirs, nor the cluster the client's)."""
+
+    def __init__(self, ask: Callable[..., Any]) -> None:
+        self._ask = ask
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        return lambda *args, **kwargs: self._ask(method, *args, **kwargs)
+
+    def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None = None) -> None:
+        self._ask("log_artifacts", run_id, _read_tree(Path(local_dir), Path(local_dir)), artifact_path)
+
+    def download_artifacts(self, run_id: str, path: str, dst_path: str) -> str:
+        files, name = self._ask("download_artifacts", run_id, path)
+        _write_tree(Path(dst_path), files)
+        return str(Path(dst_path) / name)
+
+
+def _read_tree(path: Path, base: Path) -> dict[str, bytes]:
+    """The file ``path``, or every file under it, by its path relative to ``base``."""
+    return {str(p.relative_to(base)): p.read_bytes() for p in [path, *path.rglob("*")] if p.is_file()}
+
+
+def _write_tree(root: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+
 
 def put_hits(request) -> None:
     """Put the cached outputs the run's stages will read into the object store (from the driver's cache)."""
@@ -71,10 +132,11 @@ def put_hits(request) -> None:
 
 
 class Replay:
-    """The driver's side: applies ``tracking`` and ``cache`` events, maps placeholders to MLflow's ids."""
+    """The driver's side: applies ``tracking`` and ``cache`` events, answers ``ask`` events (``answer(token,
+    outcome)`` sends the outcome to the coordinator), maps placeholders to MLflow's ids."""
 
-    def __init__(self, tracking_uri: str, cache_dir: str | None) -> None:
-        self.tracking_uri, self.cache_dir = tracking_uri, cache_dir
+    def __init__(self, tracking_uri: str, cache_dir: str | None, answer: Callable[[str, tuple], None]) -> None:
+        self.tracking_uri, self.cache_dir, self.answer = tracking_uri, cache_dir, answer
         self.ids: dict[str, str] = {}
         self._tracker = None
 
@@ -82,13 +144,17 @@ class Replay:
         """Apply a relayed event; False for events that are not relayed work (they may carry placeholders:
         see :meth:`real`)."""
         if event["type"] == "tracking":
-            if self._tracker is None:
-                from nb2prod.tracking import Tracker
-
-                self._tracker = Tracker(self.tracking_uri)
-            result = getattr(self._tracker, event["op"])(*self.real(event["args"]), **self.real(event["kwargs"]))
+            result = getattr(self.tracker(), event["op"])(*self.real(event["args"]), **self.real(event["kwargs"]))
             if event["result"]:
                 self.ids[event["result"]] = result
+            return True
+        if event["type"] == "ask":
+            try:
+                outcome: tuple = ("ok", self._call(event["method"], self.real(event["args"]),
+                                                   self.real(event["kwargs"])))
+            except Exception as exc:  # noqa: BLE001 - raised again in the coordinator
+                outcome = ("error", type(exc).__name__, getattr(exc, "error_code", None), str(exc))
+            self.answer(event["token"], outcome)
             return True
         if event["type"] == "cache":
             import ray
@@ -98,6 +164,27 @@ class Replay:
             cache.write(Path(self.cache_dir), event["key"], ray.get(event["outputs"]), event["entry"])
             return True
         return False
+
+    def tracker(self):
+        """The one :class:`~nb2prod.tracking.Tracker` of the client's store (opened on first use)."""
+        if self._tracker is None:
+            from nb2prod.tracking import Tracker
+
+            self._tracker = Tracker(self.tracking_uri)
+        return self._tracker
+
+    def _call(self, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """An ``MlflowClient`` call asked by :class:`RelayClient`, with its files as bytes."""
+        client = self.tracker().client
+        with tempfile.TemporaryDirectory() as tmp:
+            if method == "log_artifacts":
+                run_id, files, artifact_path = args
+                _write_tree(Path(tmp), files)
+                return client.log_artifacts(run_id, tmp, artifact_path)
+            if method == "download_artifacts":
+                local = Path(client.download_artifacts(*args, dst_path=tmp))
+                return _read_tree(local, local.parent), local.name
+            return getattr(client, method)(*args, **kwargs)
 
     def real(self, value: Any) -> Any:
         """``value`` with every placeholder id replaced by the MLflow id it stands for."""

@@ -1,7 +1,7 @@
 """Attached runs on a cluster that cannot see the client's files (one and two nodes): the client's SQLite MLflow
-store gets the parent and stage runs, metrics, artifacts and the executed notebook; `logs`, `status` and
-`%nb2prod pull` work on the client; the stage cache (the client's) makes a no-change rerun all `cached`, and
-`resume` works."""
+store gets the parent and stage runs, metrics, artifacts, the executed notebook and registered models; `logs`,
+`status` and `%nb2prod pull` work on the client; the stage cache (the client's) makes a no-change rerun all
+`cached`, and `resume` works."""
 
 from __future__ import annotations
 
@@ -96,3 +96,19 @@ def test_two_nodes_without_a_shared_disk_cache_and_resume(tmp_path, remote_two_n
     finally:
         flag.unlink()
 
+
+def test_an_attached_run_registers_its_model_in_the_client_store(tmp_path, remote_cluster, tracking_uri,
+                                                                 mlflow_client):
+    name = f"remote-{tmp_path.name}"
+    nb = make_notebook(tmp_path / "register.ipynb", [
+        ("import numpy as np", ["setup"]),
+        ("class Doubler:\n    def predict(self, x):\n        return np.asarray(x).sum(axis=1) * 2\nmodel = Doubler()",
+         ["stage:fit", f"register:model={name}"]),
+    ])
+    env = _attached_env(remote_cluster)
+    proc = _run(env, "run", str(nb), "--ray-address", remote_cluster["address"], "--json", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(_run(env, "status", json.loads(proc.stdout.splitlines()[-1])["run_id"], "--json").stdout)
+    version = mlflow_client.get_model_version(name, "1")  # the client's SQLite store
+    assert version.run_id == record["stages"]["fit"]["mlflow_run_id"]
+    assert "models/model" in [a.path for a in mlflow_client.list_artifacts(version.run_id, "models")]
