@@ -54,10 +54,20 @@ class StageResult:
     ended_at: float | None = None
     system_retries: int = 0
     cached_from: str | None = None
+    duration_s: float | None = None
+    files: dict[str, bytes] | None = None  # the stage directory's files, logged as artifacts of its run
+    profiles: dict[str, Any] | None = None  # monitor:VAR -> data profile (drift)
+    models: dict[str, Any] | None = None  # register:VAR -> packed model
 
     @classmethod
     def failed(cls, error: StageError, **kw: Any) -> "StageResult":
         return cls("failed", error=error, **kw)
+
+    @classmethod
+    def from_dict(cls, meta: dict[str, Any]) -> "StageResult":
+        """The result a stage's worker sends (``runner/stage.py``'s dict), typed."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"error"}
+        return cls(**{k: v for k, v in meta.items() if k in names}, error=StageError.from_dict(meta.get("error")))
 
 
 def mask(value: Any, secrets: list[str]) -> Any:

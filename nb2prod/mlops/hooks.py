@@ -1,6 +1,7 @@
 """The coordinator's side of registration, drift and gates: small hooks the orchestration calls.
 
-``start`` loads the reference profiles; ``stage_done`` (DAG loop) compares a monitoring stage's profiles
+Wrapped as a lifecycle hook by :class:`nb2prod.runner.hooks.Mlops`. ``start`` loads the reference
+profiles; ``stage_done`` (DAG loop) compares a monitoring stage's profiles
 and names the stages to skip under ``--fail-on-drift``; ``stage_logged`` (MLflow writer thread) logs
 profiles and registers models on the stage's run; ``finish`` evaluates the gates on the parent run's
 metrics, promotes, and tags the parent run.
@@ -110,9 +111,8 @@ class MlopsHooks:
                 self.problems.append(f"registering {var} as {model} failed: {type(exc).__name__}: {exc}")
 
     # --- end of the run ------------------------------------------------------------
-    def finish(self, parent: str, succeeded: bool) -> dict[str, Any]:
-        """Gates on the parent run's metrics, promotion, tags; returns ``{gate, promotion, drift}``."""
-        metrics = self.client.get_run(parent).data.metrics
+    def finish(self, parent: str, metrics: dict[str, float], succeeded: bool) -> dict[str, Any]:
+        """Gates on the parent run's ``metrics``, promotion, tags; returns ``{gate, promotion, drift}``."""
         gate = evaluate(self.gates, metrics) if succeeded else {"status": "none", "reason": "the run failed",
                                                                 "results": []}
         drift = self._drift_summary()

@@ -23,6 +23,7 @@ import ray
 
 from nb2prod.errors import Nb2ProdError
 from nb2prod.runner.cluster import NAMESPACE
+from nb2prod.runner.hooks import default_hooks
 from nb2prod.runner.orchestrator import Orchestration
 from nb2prod.runner.request import RunRequest
 
@@ -106,7 +107,7 @@ class Coordinator:
                 tracker = state.relay = RelayTracker(request.tracking_uri, state.emit)
             else:
                 tracker = self.tracker(request.tracking_uri)
-            return Orchestration(request, state, tracker, handle).run()
+            return Orchestration(request, state, default_hooks(request, tracker), handle).execute()
         finally:
             with self._lock:
                 self._active -= 1

@@ -1,0 +1,287 @@
+"""Lifecycle hooks of a run, as papermill's engines have them (``notebook_start``, ``cell_start``, ...).
+
+The DAG loop (:mod:`nb2prod.runner.orchestrator`) only steps the pipeline and calls, on every hook of its
+list, in order:
+
+    on_run_start(run)                         the run begins
+    on_stage_start(run, stage, payload)       an attempt is about to be submitted (a hook may amend payload)
+    on_stage_retry(run, stage, result, delay) an attempt failed and another follows after ``delay`` s
+    on_stage_end(run, stage, result)          a stage reached its final status (``result.status``)
+    on_run_end(run, outcome)                  the run ended; ``outcome`` collects what hooks add
+
+Everything else is a hook: MLflow tracking (:class:`Tracking`), registration / drift / gates
+(:class:`Mlops`), cache writes (:class:`CacheWrites`), the executed notebook (:class:`OutputNotebook`)
+and the event stream (:class:`EventStream`). Subclass :class:`RunHooks` (every method a no-op) to plug in
+more. Order matters where one hook reads what another wrote (see :func:`default_hooks`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from nb2prod.contracts import StageResult
+from nb2prod.core.status import RunStatus, StageStatus
+
+CACHE_WRITE_WAIT_S = 120.0
+
+
+@dataclass
+class RunContext:
+    """One run as the hooks see it; hooks fill in what later hooks and the DAG loop read."""
+
+    request: Any  # RunRequest
+    emit: Callable[..., None]  # RunState.emit: one event of the run's stream
+    attempts: dict[str, int]
+    results: dict[str, StageResult] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)  # stage -> object ref of its outputs
+    gpu_fallback: set[str] = field(default_factory=set)  # stages placed on CPU for want of GPUs
+    started: float = field(default_factory=time.time)
+    mlflow_run_id: str | None = None
+    experiment_id: str | None = None
+    stage_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # added by hooks (drift)
+    skip: set[str] = field(default_factory=set)  # stages a hook forbids to run (--fail-on-drift)
+    failure: dict[str, Any] | None = None  # a hook's reason to fail a run whose stages succeeded
+
+    @property
+    def spec(self):
+        return self.request.spec
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended, and what hooks add (``texts``: artifacts of the MLflow parent run; ``checks``: keys
+    of the run's result, e.g. gate / promotion / drift)."""
+
+    status: RunStatus
+    ended: float
+    error: dict[str, Any] | None  # {stage, **StageError.to_dict()} of the first failed stage
+    metrics: dict[str, float]
+    texts: dict[str, str] = field(default_factory=dict)
+    output_notebook: str | None = None  # the executed notebook's JSON
+    checks: dict[str, Any] = field(default_factory=dict)
+
+
+class RunHooks:
+    """Base of the lifecycle hooks: every method does nothing."""
+
+    def on_run_start(self, run: RunContext) -> None:
+        """The run begins."""
+
+    def on_stage_start(self, run: RunContext, stage: str, payload: Any) -> None:
+        """An attempt of ``stage`` is about to be submitted (``payload``: its StagePayload)."""
+
+    def on_stage_retry(self, run: RunContext, stage: str, result: StageResult, delay: float) -> None:
+        """An attempt of ``stage`` failed (``result``); another starts after ``delay`` seconds."""
+
+    def on_stage_end(self, run: RunContext, stage: str, result: StageResult) -> None:
+        """``stage`` reached its final status, ``result.status``."""
+
+    def on_run_end(self, run: RunContext, outcome: RunOutcome) -> None:
+        """The run ended."""
+
+
+def call(hooks: list[RunHooks], method: str, *args: Any) -> None:
+    """Call ``method`` on every hook, in order."""
+    for hook in hooks:
+        getattr(hook, method)(*args)
+
+
+def default_hooks(request, tracker) -> list[RunHooks]:
+    """A pipeline run's hooks. The output notebook is built before tracking logs it; drift is compared and
+    models are queued for registration before tracking ends a stage's run; events come last, after what they
+    report is written (the end event once the cache writes are done)."""
+    from nb2prod.mlops import hooks as mlops
+
+    tracking = Tracking(tracker)
+    mlops_hook = [Mlops(mlops.MlopsHooks(request, tracker.client), tracking)] \
+        if mlops.enabled(request.spec, request) else []
+    return [OutputNotebook(), *mlops_hook, tracking, CacheWrites(), EventStream()]
+
+
+class EventStream(RunHooks):
+    """Streams the run's progress as events (the driver mirrors them into the run store)."""
+
+    def on_run_start(self, run: RunContext) -> None:
+        run.emit(type="run", mlflow_run_id=run.mlflow_run_id, experiment_id=run.experiment_id)
+
+    def on_stage_start(self, run: RunContext, stage: str, payload: Any) -> None:
+        run.emit(type="stage", stage=stage, status="queued", attempt=run.attempts[stage],
+                 gpu_fallback=stage in run.gpu_fallback)
+
+    def on_stage_retry(self, run: RunContext, stage: str, result: StageResult, delay: float) -> None:
+        run.emit(type="stage", stage=stage, status="retrying", attempt=run.attempts[stage],
+                 error=_error(result), retry_in_s=delay)
+
+    def on_stage_end(self, run: RunContext, stage: str, result: StageResult) -> None:
+        if result.status == StageStatus.CACHED.value:
+            run.emit(type="stage", stage=stage, status=result.status, attempt=0, duration_s=0.0,
+                     cached_from=result.cached_from)
+        elif result.status == StageStatus.SKIPPED.value:
+            run.emit(type="stage", stage=stage, status=result.status, attempt=0)
+        else:
+            run.emit(type="stage", stage=stage, status=result.status, attempt=run.attempts[stage],
+                     started_at=result.started_at, ended_at=result.ended_at, duration_s=result.duration_s,
+                     error=_error(result), system_retries=result.system_retries)
+
+    def on_run_end(self, run: RunContext, outcome: RunOutcome) -> None:
+        run.emit(type="end", status=outcome.status.value)
+
+
+class Tracking(RunHooks):
+    """MLflow through one Tracker: a parent run per pipeline run and a child run per stage. Writes go to one
+    ordered writer thread, off the DAG loop's critical path."""
+
+    def __init__(self, tracker) -> None:
+        self.tracker = tracker
+        self.children: dict[str, Future] = {}
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
+
+    def on_run_start(self, run: RunContext) -> None:
+        req = run.request
+        run.experiment_id = self.tracker.experiment_id(req.experiment)
+        run.mlflow_run_id = self.tracker.start_run(run.experiment_id, Path(run.spec.notebook).stem, req.tags,
+                                                   params=req.shown_parameters)
+
+    def on_stage_start(self, run: RunContext, stage: str, payload: Any) -> None:
+        if stage not in self.children:
+            tags = {"nb2prod.kind": "stage", "nb2prod.stage": stage, "nb2prod.run_id": run.request.run_id}
+            if stage in run.gpu_fallback:
+                tags["nb2prod.gpu_fallback"] = "true"
+            self._child(run, stage, tags)
+        spec = run.spec
+        if not self.tracker.relayed and any("mlflow" in spec.cells[i].source  # the stage logs into its own run
+                                            for i in [*spec.stages[stage].cells, *spec.setup_cells]):
+            payload.mlflow = {"tracking_uri": self.tracker.uri, "run_id": self.children[stage].result()}
+
+    def on_stage_end(self, run: RunContext, stage: str, result: StageResult) -> None:
+        if result.status == StageStatus.CACHED.value:
+            self._child(run, stage, {"nb2prod.kind": "stage", "nb2prod.stage": stage,
+                                     "nb2prod.run_id": run.request.run_id, "nb2prod.cached": "true",
+                                     "nb2prod.cached_from": str(result.cached_from)})
+            metrics = {**result.metrics, "nb2prod.duration_s": 0.0}
+            self.write(stage, lambda child: self.tracker.end_run(child, "FINISHED", metrics))
+            return
+        if stage not in self.children:
+            return  # never submitted (skipped, or no node could run it)
+        status = StageStatus(result.status)
+        metrics = {**result.metrics, **run.stage_metrics.get(stage, {}), "nb2prod.duration_s": result.duration_s or 0.0}
+        tags = {"nb2prod.status": status.value, "nb2prod.attempts": str(run.attempts[stage])}
+        if result.error:
+            tags["nb2prod.error"] = json.dumps({k: v for k, v in result.error.to_dict().items() if k != "traceback"})
+        texts = {f"logs/{stage}.log": result.log} if result.log else None
+        files = result.files or None
+        self.write(stage, lambda child: self.tracker.end_run(child, status.mlflow_status, metrics, tags,
+                                                             texts=texts, files=files))
+
+    def on_run_end(self, run: RunContext, outcome: RunOutcome) -> None:
+        from nb2prod.tracking import environment_tags, pip_freeze
+
+        texts = {**outcome.texts, "requirements.txt": pip_freeze()}
+        texts.update({f"logs/{n}.log": r.log for n, r in run.results.items() if r.log})
+        self.drain()  # every stage run written before the parent ends
+        self.tracker.end_run(run.mlflow_run_id, outcome.status.mlflow_status, outcome.metrics,
+                             {"nb2prod.status": outcome.status.value, **environment_tags()}, texts=texts)
+
+    def write(self, stage: str, action: Callable[[str], None]) -> None:
+        """Queue an MLflow write for the stage's run (``action(child_run_id)``), in order, on the writer."""
+        self.writer.submit(lambda: action(self.children[stage].result()))
+
+    def drain(self) -> None:
+        """Wait for every queued write."""
+        self.writer.shutdown(wait=True)
+
+    def _child(self, run: RunContext, stage: str, tags: dict[str, str]) -> None:
+        def create() -> str:
+            child = self.tracker.start_run(run.experiment_id, stage, tags, parent=run.mlflow_run_id)
+            run.emit(type="stage_mlflow", stage=stage, mlflow_run_id=child)
+            return child
+
+        self.children[stage] = self.writer.submit(create)
+
+
+class Mlops(RunHooks):
+    """Registration, drift and gates (:class:`nb2prod.mlops.hooks.MlopsHooks`) as a hook: reference profiles
+    load before the first stage, drift is compared as a monitoring stage ends (under --fail-on-drift its
+    consumers are skipped and the run fails), profiles and models are logged on the stage's run by the
+    tracking writer, gates and promotion run on the parent's metrics at the end."""
+
+    def __init__(self, mlops, tracking: Tracking) -> None:
+        self.mlops, self.tracking = mlops, tracking
+        self.started = False
+
+    def on_stage_start(self, run: RunContext, stage: str, payload: Any) -> None:
+        if not self.started:  # after every hook's on_run_start: the parent run exists
+            self.started = True
+            self.mlops.start(run.experiment_id, run.mlflow_run_id)
+
+    def on_stage_end(self, run: RunContext, stage: str, result: StageResult) -> None:
+        if result.status != StageStatus.DONE.value:
+            return
+        run.skip.update(self.mlops.stage_done(stage, {"profiles": result.profiles}))
+        run.failure = self.mlops.failure
+        run.stage_metrics[stage] = self.mlops.stage_metrics(stage)
+        logged = {"profiles": result.profiles, "models": result.models}
+        result.profiles = result.models = None
+        self.tracking.write(stage, lambda child: self.mlops.stage_logged(stage, logged, child, run.mlflow_run_id))
+
+    def on_run_end(self, run: RunContext, outcome: RunOutcome) -> None:
+        self.tracking.drain()  # every model registered before the gates decide
+        outcome.checks.update(self.mlops.finish(run.mlflow_run_id, outcome.metrics,
+                                                outcome.status is RunStatus.DONE))
+
+
+class CacheWrites(RunHooks):
+    """Writes each successful stage's outputs to the cache in a background Ray task (off the critical path),
+    or hands them to the driver, which writes its own cache (``relay_cache``); the run ends once they are
+    written, so that a rerun right after it finds them."""
+
+    def __init__(self) -> None:
+        self.pending: list[Any] = []
+
+    def on_stage_end(self, run: RunContext, stage: str, result: StageResult) -> None:
+        req = run.request
+        if result.status != StageStatus.DONE.value or not req.cache_dir or stage not in req.keys:
+            return
+        entry = {"stage": stage, "run_id": req.run_id, "metrics": result.metrics, "cells": result.cells}
+        if req.relay_cache:
+            run.emit(type="cache", stage=stage, key=req.keys[stage], outputs=run.outputs[stage], entry=entry)
+            return
+        from nb2prod.runner.tasks import store_outputs
+
+        self.pending.append(store_outputs.remote(req.cache_dir, req.keys[stage], run.outputs[stage], entry))
+
+    def on_run_end(self, run: RunContext, outcome: RunOutcome) -> None:
+        if self.pending:
+            import ray
+
+            ray.wait(self.pending, num_returns=len(self.pending), timeout=CACHE_WRITE_WAIT_S)
+
+
+class OutputNotebook(RunHooks):
+    """The executed notebook (papermill-shaped), from every stage's captured cells; also an MLflow artifact."""
+
+    def on_run_end(self, run: RunContext, outcome: RunOutcome) -> None:
+        from nb2prod.runner.outputnb import build_output_notebook
+
+        req, spec = run.request, run.spec
+        cells = {i: c for r in run.results.values() for i, c in r.cells.items()}
+        nb = build_output_notebook(req.notebook, spec.parameters_cell, req.shown_parameters, cells,
+                                   start=_iso(run.started), end=_iso(outcome.ended),
+                                   duration=outcome.ended - run.started, failed_error=outcome.error,
+                                   input_path=spec.notebook, output_path=req.output_path)
+        outcome.output_notebook = json.dumps(nb)
+        outcome.texts["output.ipynb"] = outcome.output_notebook
+
+
+def _error(result: StageResult) -> dict[str, Any] | None:
+    return result.error.to_dict() if result.error else None
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat()
