@@ -167,8 +167,8 @@ class Tracking(RunHooks):
             metrics = {**result.metrics, "nb2prod.duration_s": 0.0}
             self.write(stage, lambda child: self.tracker.end_run(child, "FINISHED", metrics))
             return
-        if stage not in self.children:
-            return  # never submitted (skipped, or no node could run it)
+        if result.status == StageStatus.SKIPPED.value or stage not in self.children:
+            return  # never submitted (skipped, or no node could run it): no run to end
         status = StageStatus(result.status)
         metrics = {**result.metrics, **run.stage_metrics.get(stage, {}), "nb2prod.duration_s": result.duration_s or 0.0}
         tags = {"nb2prod.status": status.value, "nb2prod.attempts": str(run.attempts[stage])}
@@ -232,8 +232,8 @@ class Mlops(RunHooks):
 
     def on_run_end(self, run: RunContext, outcome: RunOutcome) -> None:
         self.tracking.drain()  # every model registered before the gates decide
-        outcome.checks.update(self.mlops.finish(run.mlflow_run_id, outcome.metrics,
-                                                outcome.status is RunStatus.DONE))
+        metrics = {k: float(v) for k, v in outcome.metrics.items()}  # as the parent run holds them
+        outcome.checks.update(self.mlops.finish(run.mlflow_run_id, metrics, outcome.status is RunStatus.DONE))
 
 
 class CacheWrites(RunHooks):
