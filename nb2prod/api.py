@@ -121,6 +121,7 @@ def run(path: str | Path, options: RunOptions | None = None, *, run_id: str | No
         status = RunStatus.FAILED
         _mark_mlflow_failed(prepared.tracking_uri, result["mlflow_run_id"], save_error["message"])
     store.finish_run(run_id, status, result["error"] or save_error)  # False: the reaper ended it first
+    _close_interrupted()  # here, where MLflow is loaded anyway: processes that only read runs never import it
     return store.get_run(run_id)
 
 
@@ -231,9 +232,8 @@ def get_run(run_id: str) -> dict[str, Any]:
     from nb2prod.errors import RunNotFound
     from nb2prod.runner import detached
 
-    _close_interrupted()
     try:
-        record = store.get_run(run_id)
+        record = store.get_run(run_id)  # reaps runs whose runner died, once
     except RunNotFound:
         if not detached.adopt(run_id):
             raise
@@ -250,7 +250,6 @@ def list_runs(notebook: str | Path | None = None, limit: int = 50) -> list[dict[
     from nb2prod.errors import Nb2ProdError
     from nb2prod.runner import detached
 
-    _close_interrupted()
     try:
         detached.adopt_all()
     except Nb2ProdError:
@@ -394,7 +393,8 @@ def _exists(run_id: str) -> bool:
 
 
 def _close_interrupted() -> None:
-    """End the MLflow parent runs of interrupted runs as FAILED (needs the cluster's coordinator)."""
+    """End the MLflow parent runs of interrupted runs as FAILED; called at the end of the next foreground
+    run (which has MLflow loaded), never on the read path (``get_run``/``list_runs`` only reap)."""
     pending = store.reap_interrupted()
     if not pending:
         return

@@ -113,3 +113,18 @@ def test_hosts_whose_clocks_differ_judge_heartbeats_by_the_servers_clock(store, 
         assert runs.heartbeat(run_id) is False
     runs.reap_interrupted()
     assert runs.get_run(run_id)["status"] == "running"
+
+
+def test_reading_an_interrupted_run_reaps_it_without_importing_mlflow(tmp_path):
+    """``api.get_run`` / ``list_runs`` only reap (once, in the store); the interrupted run's MLflow parent is
+    ended by the next foreground run, where MLflow is loaded anyway."""
+    code = ("import subprocess, sys\n"
+            "from nb2prod import api\n"
+            "from nb2prod.store import runs\n"
+            "p = subprocess.Popen([sys.executable, '-c', 'pass']); p.wait()\n"
+            "runs.create_run('r1', '/nb/p.ipynb', {'a': None})\n"
+            "runs.update_run('r1', pid=p.pid, mlflow_run_id='m1', tracking_uri='sqlite:///x.db')\n"
+            "print(api.get_run('r1')['status'], len(api.list_runs()), 'mlflow' in sys.modules)\n")
+    env = {**os.environ, "NB2PROD_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.stdout.split() == ["interrupted", "1", "False"], out.stderr
