@@ -73,9 +73,9 @@ def add(name: str, notebook: str, cron: str, *, tz: str = "UTC", parameters: dic
     # the environment a secret is read from is the scheduler's at each fire, not ours now: check names only
     run_options = RunOptions.from_dict({**options, "parameters": sample, "secrets": secret.names(secrets)})
     if mode == "pipeline":  # the checks `nb2prod run` makes: spec, stages, parameter names and types, secrets
-        from nb2prod import api
+        from nb2prod.runner.launch import prepare
 
-        check = lambda: api.prepare(path, run_options)  # noqa: E731
+        check = lambda: prepare(path, run_options)  # noqa: E731
     else:
         check = lambda: _check_notebook_mode(path, sample, run_options.secrets)  # noqa: E731
     try:
