@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from nb2prod.cli.render import stderr
+from nb2prod.contracts import EventKind, RunEvent
 
 _STYLES = {"pending": "dim", "queued": "dim", "running": "cyan", "retrying": "yellow", "done": "green",
            "cached": "blue", "failed": "red", "skipped": "dim", "cancelled": "magenta"}
@@ -35,25 +36,24 @@ class LiveStatus:
             self.live.update(self._table())
             self.live.__exit__(*exc)
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        if event["type"] == "log":
-            prefix = Text(f"[{event['stage']}] ", style="bold")
-            for line in event["text"].splitlines():
+    def __call__(self, event: RunEvent) -> None:
+        if event.kind is EventKind.LOG:
+            prefix = Text(f"[{event.stage}] ", style="bold")
+            for line in event.text.splitlines():
                 stderr.print(prefix + Text(line), soft_wrap=True)
             return
-        if event["type"] != "stage":
+        progress = event.progress()
+        if not progress:
             return
-        row = self.rows[event["stage"]]
-        row["status"] = event["status"]
-        row["attempt"] = event.get("attempt") or row["attempt"]
-        if event["status"] == "running":
-            row["start"] = event.get("started_at")
-        if event.get("duration_s") is not None:
-            row["duration"] = event["duration_s"]
+        row, shown = self.rows[event.stage], progress["status"]
+        row["status"] = shown
+        row["attempt"] = progress.get("attempt") or row["attempt"]
+        row["start"] = progress.get("started_at", row["start"])
+        row["duration"] = progress.get("duration_s", row["duration"])
         if self.live:
             self.live.update(self._table())
-        elif self.plain and event["status"] not in ("queued",):
-            stderr.print(f"{event['stage']}: [{_STYLES.get(event['status'], '')}]{event['status']}[/]", markup=True)
+        elif self.plain and event.kind is not EventKind.QUEUED:
+            stderr.print(f"{event.stage}: [{_STYLES.get(shown, '')}]{shown}[/]", markup=True)
 
     def _table(self) -> Table:
         table = Table("stage", "status", "attempt", "time", box=None, pad_edge=False,

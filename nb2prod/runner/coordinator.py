@@ -21,6 +21,7 @@ from typing import Any
 
 import ray
 
+from nb2prod.contracts import EventKind, RunEvent
 from nb2prod.errors import Nb2ProdError
 from nb2prod.runner.cluster import NAMESPACE
 from nb2prod.runner.hooks import default_hooks
@@ -39,17 +40,23 @@ class RunState:
     """Per-run events and control flags, shared by the orchestration thread and ``poll``."""
 
     def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
+        self.events: list[RunEvent | dict[str, Any]] = []  # dicts: relayed work (see runner/relay.py)
         self.cancelled = False
         self.last_poll = time.time()
         self.starts: dict[tuple[str, int], list[dict[str, Any]]] = {}
         self.finished: set[str] = set()  # stages with a final status: late "started" calls are not news
-        self.relay = None  # the RelayTracker of a run whose MLflow writes travel to its client
+        self.relay_tracker = None  # the RelayTracker of a run whose MLflow writes travel to its client
         self.lock = threading.Lock()
 
-    def emit(self, **event: Any) -> None:
+    def emit(self, event: RunEvent) -> None:
+        """One event of the run's stream."""
         with self.lock:
-            self.events.append({"t": time.time(), **event})
+            self.events.append(event)
+
+    def relay(self, **work: Any) -> None:
+        """Work for the client's driver in the same ordered stream: a ``tracking`` write or a ``cache`` write."""
+        with self.lock:
+            self.events.append(work)
 
     def client_gone(self) -> bool:
         return time.time() - self.last_poll > CLIENT_TIMEOUT_S
@@ -104,7 +111,7 @@ class Coordinator:
             if request.relay_tracking:
                 from nb2prod.runner.relay import RelayTracker
 
-                tracker = state.relay = RelayTracker(request.tracking_uri, state.emit)
+                tracker = state.relay_tracker = RelayTracker(request.tracking_uri, state.relay)
             else:
                 tracker = self.tracker(request.tracking_uri)
             return Orchestration(request, state, default_hooks(request, tracker), handle).execute()
@@ -115,7 +122,7 @@ class Coordinator:
             threading.Timer(300, self._runs.pop, args=(request.run_id, None)).start()
 
     @ray.method(concurrency_group="control")
-    def poll(self, run_id: str, cursor: int) -> tuple[list[dict[str, Any]], int]:
+    def poll(self, run_id: str, cursor: int) -> tuple[list[RunEvent | dict[str, Any]], int]:
         """Events since ``cursor``; polling also tells the coordinator the client is alive."""
         state = self._runs.setdefault(run_id, RunState())
         state.last_poll = time.time()
@@ -126,8 +133,8 @@ class Coordinator:
     def answer(self, run_id: str, token: str, outcome: tuple) -> None:
         """The client's answer to a relayed MLflow call (see :class:`nb2prod.runner.relay.RelayTracker`)."""
         state = self._runs.get(run_id)
-        if state is not None and state.relay is not None:
-            state.relay.answer(token, outcome)
+        if state is not None and state.relay_tracker is not None:
+            state.relay_tracker.answer(token, outcome)
 
     @ray.method(concurrency_group="control")
     def cancel(self, run_id: str) -> None:
@@ -143,14 +150,14 @@ class Coordinator:
             retries = len(state.starts[(stage, attempt)]) - 1
             if stage in state.finished:
                 return
-            state.emit(type="stage", stage=stage, status="running", attempt=attempt, started_at=t,
-                       system_retries=retries, node=info.get("node"))
+            state.emit(RunEvent(EventKind.RUNNING, stage=stage, attempt=attempt, started_at=t,
+                                system_retries=retries, node=info.get("node")))
 
     @ray.method(concurrency_group="output")  # one thread: lines keep their order
     def stage_output(self, run_id: str, stage: str, stream: str, text: str) -> None:
         state = self._runs.get(run_id)
         if state is not None:
-            state.emit(type="log", stage=stage, stream=stream, text=text)
+            state.emit(RunEvent(EventKind.LOG, stage=stage, stream=stream, text=text))
 
 
 def code_fingerprint() -> str:

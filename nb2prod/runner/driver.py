@@ -14,10 +14,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from nb2prod.contracts import EventKind, RunEvent
 from nb2prod.errors import Nb2ProdError
 from nb2prod.store import runs as store
 
-Observer = Callable[[dict[str, Any]], None]
+Observer = Callable[[RunEvent], None]
 POLL_S = 0.05
 
 
@@ -110,37 +111,36 @@ def _follow(request, coordinator, ref, interrupted: threading.Event, observer: O
             cancel_sent = True
 
 
-def _apply(run_id: str, event: dict[str, Any]) -> None:
-    kind = event["type"]
-    if kind == "run":
-        store.update_run(run_id, mlflow_run_id=event["mlflow_run_id"], mlflow_experiment_id=event["experiment_id"])
-    elif kind == "stage_mlflow":
-        store.update_stage(run_id, event["stage"], mlflow_run_id=event["mlflow_run_id"])
-    elif kind == "stage":
-        fields: dict[str, Any] = {}
-        status = event["status"]
-        if status == "queued":
-            fields = {"status": "pending", "attempts": event["attempt"]}
-        elif status == "running":
-            fields = {"status": "running", "started_at": _dt(event["started_at"]),
-                      "system_retries": event.get("system_retries", 0)}
-        elif status == "retrying":
-            fields = {"status": "pending", "error": event["error"]}
-            store.add_attempt(run_id, event["stage"], event["attempt"], "failed", error=event["error"])
-        else:
-            fields = {"status": status, "error": event.get("error")}
-            for key in ("duration_s", "system_retries", "mlflow_run_id", "cached_from"):
-                if event.get(key) is not None:
-                    fields[key] = event[key]
-            if event.get("attempt"):
-                fields["attempts"] = event["attempt"]
-            for key in ("started_at", "ended_at"):
-                if event.get(key):
-                    fields[key] = _dt(event[key])
-            if event.get("attempt"):
-                store.add_attempt(run_id, event["stage"], event["attempt"], status, error=event.get("error"),
-                                  started_at=fields.get("started_at"), ended_at=fields.get("ended_at"))
-        store.update_stage(run_id, event["stage"], **fields)
+def _apply(run_id: str, event: RunEvent) -> None:
+    """Mirror one event into the run store."""
+    kind = event.kind
+    error = event.error.to_dict() if event.error else None
+    if kind is EventKind.RUN:
+        store.update_run(run_id, mlflow_run_id=event.mlflow_run_id, mlflow_experiment_id=event.experiment_id)
+    elif kind is EventKind.STAGE_MLFLOW:
+        store.update_stage(run_id, event.stage, mlflow_run_id=event.mlflow_run_id)
+    elif kind is EventKind.QUEUED:
+        store.update_stage(run_id, event.stage, status="pending", attempts=event.attempt)
+    elif kind is EventKind.RUNNING:
+        store.update_stage(run_id, event.stage, status="running", started_at=_dt(event.started_at),
+                           system_retries=event.system_retries)
+    elif kind is EventKind.RETRYING:
+        store.add_attempt(run_id, event.stage, event.attempt, "failed", error=error)
+        store.update_stage(run_id, event.stage, status="pending", error=error)
+    elif kind is EventKind.STAGE:
+        fields: dict[str, Any] = {"status": event.status, "error": error, "system_retries": event.system_retries}
+        if event.duration_s is not None:
+            fields["duration_s"] = event.duration_s
+        if event.cached_from is not None:
+            fields["cached_from"] = event.cached_from
+        for key in ("started_at", "ended_at"):
+            if getattr(event, key):
+                fields[key] = _dt(getattr(event, key))
+        if event.attempt:
+            fields["attempts"] = event.attempt
+            store.add_attempt(run_id, event.stage, event.attempt, event.status, error=error,
+                              started_at=fields.get("started_at"), ended_at=fields.get("ended_at"))
+        store.update_stage(run_id, event.stage, **fields)
 
 
 def save_outputs(run_id: str, result: dict[str, Any], output_notebook: str | None) -> dict[str, str] | None:

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from nb2prod.contracts import StageResult
+from nb2prod.contracts import EventKind, RunEvent, StageResult
 from nb2prod.core.status import RunStatus, StageStatus
 
 CACHE_WRITE_WAIT_S = 120.0
@@ -36,7 +36,8 @@ class RunContext:
     """One run as the hooks see it; hooks fill in what later hooks and the DAG loop read."""
 
     request: Any  # RunRequest
-    emit: Callable[..., None]  # RunState.emit: one event of the run's stream
+    emit: Callable[[RunEvent], None]  # one event of the run's stream
+    relay: Callable[..., None]  # work for the client's driver (runner/relay.py)
     attempts: dict[str, int]
     results: dict[str, StageResult] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)  # stage -> object ref of its outputs
@@ -105,32 +106,33 @@ def default_hooks(request, tracker) -> list[RunHooks]:
 
 
 class EventStream(RunHooks):
-    """Streams the run's progress as events (the driver mirrors them into the run store)."""
+    """Streams the run's progress as :class:`RunEvent`\ s (the driver mirrors them into the run store)."""
 
     def on_run_start(self, run: RunContext) -> None:
-        run.emit(type="run", mlflow_run_id=run.mlflow_run_id, experiment_id=run.experiment_id)
+        run.emit(RunEvent(EventKind.RUN, mlflow_run_id=run.mlflow_run_id, experiment_id=run.experiment_id))
 
     def on_stage_start(self, run: RunContext, stage: str, payload: Any) -> None:
-        run.emit(type="stage", stage=stage, status="queued", attempt=run.attempts[stage],
-                 gpu_fallback=stage in run.gpu_fallback)
+        run.emit(RunEvent(EventKind.QUEUED, stage=stage, attempt=run.attempts[stage],
+                          gpu_fallback=stage in run.gpu_fallback))
 
     def on_stage_retry(self, run: RunContext, stage: str, result: StageResult, delay: float) -> None:
-        run.emit(type="stage", stage=stage, status="retrying", attempt=run.attempts[stage],
-                 error=_error(result), retry_in_s=delay)
+        run.emit(RunEvent(EventKind.RETRYING, stage=stage, attempt=run.attempts[stage], error=result.error,
+                          retry_in_s=delay))
 
     def on_stage_end(self, run: RunContext, stage: str, result: StageResult) -> None:
         if result.status == StageStatus.CACHED.value:
-            run.emit(type="stage", stage=stage, status=result.status, attempt=0, duration_s=0.0,
-                     cached_from=result.cached_from)
+            event = RunEvent(EventKind.STAGE, stage=stage, status=result.status, duration_s=0.0,
+                             cached_from=result.cached_from)
         elif result.status == StageStatus.SKIPPED.value:
-            run.emit(type="stage", stage=stage, status=result.status, attempt=0)
+            event = RunEvent(EventKind.STAGE, stage=stage, status=result.status)
         else:
-            run.emit(type="stage", stage=stage, status=result.status, attempt=run.attempts[stage],
-                     started_at=result.started_at, ended_at=result.ended_at, duration_s=result.duration_s,
-                     error=_error(result), system_retries=result.system_retries)
+            event = RunEvent(EventKind.STAGE, stage=stage, status=result.status, attempt=run.attempts[stage],
+                             started_at=result.started_at, ended_at=result.ended_at, duration_s=result.duration_s,
+                             error=result.error, system_retries=result.system_retries)
+        run.emit(event)
 
     def on_run_end(self, run: RunContext, outcome: RunOutcome) -> None:
-        run.emit(type="end", status=outcome.status.value)
+        run.emit(RunEvent(EventKind.END, status=outcome.status.value))
 
 
 class Tracking(RunHooks):
@@ -199,7 +201,7 @@ class Tracking(RunHooks):
     def _child(self, run: RunContext, stage: str, tags: dict[str, str]) -> None:
         def create() -> str:
             child = self.tracker.start_run(run.experiment_id, stage, tags, parent=run.mlflow_run_id)
-            run.emit(type="stage_mlflow", stage=stage, mlflow_run_id=child)
+            run.emit(RunEvent(EventKind.STAGE_MLFLOW, stage=stage, mlflow_run_id=child))
             return child
 
         self.children[stage] = self.writer.submit(create)
@@ -250,7 +252,7 @@ class CacheWrites(RunHooks):
             return
         entry = {"stage": stage, "run_id": req.run_id, "metrics": result.metrics, "cells": result.cells}
         if req.relay_cache:
-            run.emit(type="cache", stage=stage, key=req.keys[stage], outputs=run.outputs[stage], entry=entry)
+            run.relay(type="cache", stage=stage, key=req.keys[stage], outputs=run.outputs[stage], entry=entry)
             return
         from nb2prod.runner.tasks import store_outputs
 
@@ -277,10 +279,6 @@ class OutputNotebook(RunHooks):
                                    input_path=spec.notebook, output_path=req.output_path)
         outcome.output_notebook = json.dumps(nb)
         outcome.texts["output.ipynb"] = outcome.output_notebook
-
-
-def _error(result: StageResult) -> dict[str, Any] | None:
-    return result.error.to_dict() if result.error else None
 
 
 def _iso(t: float) -> str:

@@ -18,11 +18,14 @@ reads or writes them:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable
+
+from nb2prod.contracts import RunEvent
 
 PLACEHOLDER = "relay:"
 ASK_TIMEOUT_S = 600.0  # a driver that has not answered by then is taken for gone (the call raises)
@@ -33,8 +36,8 @@ class RelayTracker:
 
     relayed = True
 
-    def __init__(self, uri: str, emit: Callable[..., None]) -> None:
-        self.uri, self._emit = uri, emit
+    def __init__(self, uri: str, relay: Callable[..., None]) -> None:
+        self.uri, self._emit = uri, relay
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._experiments: dict[str, str] = {}
@@ -140,9 +143,11 @@ class Replay:
         self.ids: dict[str, str] = {}
         self._tracker = None
 
-    def handle(self, event: dict[str, Any]) -> bool:
-        """Apply a relayed event; False for events that are not relayed work (they may carry placeholders:
-        see :meth:`real`)."""
+    def handle(self, event: RunEvent | dict[str, Any]) -> bool:
+        """Apply relayed work (a dict); False for a :class:`RunEvent` (its ids may be placeholders: see
+        :meth:`real`)."""
+        if isinstance(event, RunEvent):
+            return False
         if event["type"] == "tracking":
             result = getattr(self.tracker(), event["op"])(*self.real(event["args"]), **self.real(event["kwargs"]))
             if event["result"]:
@@ -188,6 +193,9 @@ class Replay:
 
     def real(self, value: Any) -> Any:
         """``value`` with every placeholder id replaced by the MLflow id it stands for."""
+        if isinstance(value, RunEvent):
+            return dataclasses.replace(value, mlflow_run_id=self.real(value.mlflow_run_id),
+                                       experiment_id=self.real(value.experiment_id))
         if isinstance(value, str):
             return self.ids.get(value, value)
         if isinstance(value, list):
