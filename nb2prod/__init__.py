@@ -20,14 +20,14 @@ def stage_dir() -> Path:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext nb2prod``: registers the ``%%stage`` and ``%nb2prod`` magics."""
-    from nb2prod.magics import load_ipython_extension as load
+    from nb2prod.notebook.magics import load_ipython_extension as load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext nb2prod``."""
-    from nb2prod.magics import unload_ipython_extension as unload
+    from nb2prod.notebook.magics import unload_ipython_extension as unload
 
     unload(ipython)
 

@@ -57,7 +57,7 @@ def print_spec(spec: PipelineSpec) -> None:
 
 def check_lines(record: dict) -> list[str]:
     """The gate, drift and promotion outcome of a run record as rich-markup lines (empty when none)."""
-    from nb2prod.mlops.outcome import outcome_lines
+    from nb2prod.contracts import outcome_lines
 
     colour = {"ok": "green", "bad": "red", "warn": "yellow"}
     return [f"[{colour[level]}]{text.split(':', 1)[0]}[/]:{text.split(':', 1)[1]}" for level, text in outcome_lines(record)]

@@ -55,3 +55,22 @@ def mlflow_link(record: dict[str, Any], base: str | None = None) -> str | None:
     if not (base and run):
         return None
     return f"{base.rstrip('/')}/#/experiments/{experiment or 0}/runs/{run}"
+
+
+def outcome_lines(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """``[(level, text)]`` with level ``ok``, ``bad`` or ``warn``; empty when the run had no gates, drift
+    checks or promotion."""
+    lines = []
+    gate = record.get("gate") or {}
+    if gate.get("status") in ("passed", "failed"):
+        lines.append(("ok" if gate["status"] == "passed" else "bad", f"gate {gate['status']}: {gate['reason']}"))
+    drift = record.get("drift")
+    if drift:
+        lines.append(("bad", f"drifted: {drift['reason']}") if drift["drifted"] else ("ok", f"no drift: {drift['reason']}"))
+    promotion = record.get("promotion")
+    if promotion:
+        what = f"{promotion['model']} v{promotion['version']}" if promotion.get("model") else "no model"
+        verdict = "promoted to" if promotion["moved"] else "not promoted to"
+        lines.append(("ok" if promotion["moved"] else "warn",
+                      f"{what} {verdict} {promotion['alias']}: {promotion['reason']}"))
+    return lines

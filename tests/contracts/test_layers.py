@@ -17,7 +17,7 @@ BASE = {"errors", "home", "secret", "__version__"}  # leaves: errors, state path
 BELOW_API = BASE | {"core", "contracts"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(), "home": set(), "secret": {"contracts", "errors"}, "__main__": {"cli"},
-    "__init__": {"magics", "runner"},
+    "__init__": {"notebook", "runner"},
     "core": {"errors", "__version__"},
     "contracts": {"core", "errors"},
     "features": set(),
@@ -26,18 +26,13 @@ ALLOWED: dict[str, set[str]] = {
     "store": BELOW_API,
     "cache": BELOW_API | {"store"},
     "runner": BELOW_API | {"cache", "store", "tracking", "mlops"},
-    "scheduling": BELOW_API | {"runner", "store"},
+    "scheduling": BELOW_API | {"api", "runner", "store"},  # the cron way in: its fires start runs through the api
     "api": BELOW_API | {"cache", "runner", "store", "tracking", "mlops"},
     # front ends: the api, the schedules service they host, and never each other
-    "magics": {"api", "contracts", "core", "errors", "magics_commands", "widgets"},
-    "magics_commands": {"api", "contracts", "errors", "magics", "magics_dag", "widgets", "widgets_params"},
-    "magics_dag": set(), "widgets_params": set(),
-    "widgets": {"api", "contracts", "errors"},
+    "notebook": {"api", "contracts", "core", "errors"},
     "server": BELOW_API | {"api", "scheduling"},
     "cli": BELOW_API | {"api", "scheduling", "runner", "cache", "mlops"},  # cluster and cache commands manage those
 }
-# Leaks still to remove (issue 13): each must still exist, so the list only shrinks.
-KNOWN = {("scheduling/launch.py", "api"), ("widgets.py", "mlops")}
 # Imports of heavy or front-end libraries that the pure packages never make (not even lazily).
 IMPURE = {"ray", "mlflow", "jupyter_server", "tornado", "traitlets", "IPython", "ipywidgets", "sqlalchemy", "rich",
           "papermill", "nbformat", "cupy", "numpy", "psutil"}
@@ -77,13 +72,9 @@ def test_every_package_has_a_rule():
 
 
 def test_dependencies_point_one_way():
-    unexpected = _violations() - KNOWN
+    unexpected = _violations()
     assert not unexpected, "imports against the layering (see ARCHITECTURE.md):\n" + "\n".join(
         f"  {module} imports nb2prod.{target}" for module, target in sorted(unexpected))
-
-
-def test_known_leaks_are_still_there():
-    assert KNOWN <= _violations(), f"remove the fixed leak(s) {KNOWN - _violations()} from KNOWN"
 
 
 @pytest.mark.parametrize("package", sorted(PURE))

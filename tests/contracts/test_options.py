@@ -55,7 +55,7 @@ def test_cli_commands_take_the_declared_options(front, command):
 
 
 def test_magics_take_the_declared_options():
-    from nb2prod.magics_commands import group
+    from nb2prod.notebook.commands import group
 
     for command in ("run", "params"):
         params = _params(group.commands[command])

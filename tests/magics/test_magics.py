@@ -128,7 +128,7 @@ def test_help(headless):
 
 
 def test_import_nb2prod_does_not_import_ipython():
-    code = "import sys, nb2prod; print('IPython' in sys.modules, 'nb2prod.magics' in sys.modules)"
+    code = "import sys, nb2prod; print('IPython' in sys.modules, 'nb2prod.notebook.magics' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 

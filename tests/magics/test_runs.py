@@ -40,7 +40,7 @@ def test_headless_text_fallback_stage_and_pull(tmp_path, pipeline):
         "%nb2prod status",                                                            # 8
         f"%nb2prod run {pipeline} -p fail True",                                      # 9
         f"%nb2prod run {pipeline} --no-wait",                                         # 10
-        "import nb2prod.magics\nfrom nb2prod import api\nimport time\nrid = nb2prod.magics.last_view().run_id\n"
+        "import nb2prod.notebook.magics\nfrom nb2prod import api\nimport time\nrid = nb2prod.notebook.magics.last_view().run_id\n"
         "while api.get_run(rid)['status'] == 'running':\n    time.sleep(0.2)\nprint(api.get_run(rid)['status'])",
         report(pipeline),                                            # 12
     ])
@@ -105,14 +105,14 @@ def test_notebook_productionizes_itself_with_live_widgets(tmp_path):
         ("%load_ext nb2prod", ["skip"]),                                                       # 0
         *pipeline_cells(tmp_path.name),                                                        # 1-4
         ("%nb2prod run -p fail True --wait", ["skip"]),                                        # 5
-        ("%nb2prod run\nimport nb2prod.magics\nfrom nb2prod import api\n"
-         "print('at return:', api.get_run(nb2prod.magics.last_view().run_id)['status'])", ["skip"]),  # 6
-        ("import time\nassert nb2prod.magics.last_view().wait(180)\ntime.sleep(0.3)\n"
-         "print('final:', nb2prod.magics.last_view().status)", ["skip"]),                    # 7
+        ("%nb2prod run\nimport nb2prod.notebook.magics\nfrom nb2prod import api\n"
+         "print('at return:', api.get_run(nb2prod.notebook.magics.last_view().run_id)['status'])", ["skip"]),  # 6
+        ("import time\nassert nb2prod.notebook.magics.last_view().wait(180)\ntime.sleep(0.3)\n"
+         "print('final:', nb2prod.notebook.magics.last_view().status)", ["skip"]),                    # 7
         ("%nb2prod params", ["skip"]),                                                         # 8
         ("form = get_ipython().magics_manager.registry['Nb2ProdMagics'].last_form\n"
          "form.fields['scale'].value = 10\nform.button.click()\n"
-         "assert nb2prod.magics.last_view().wait(180)\ntime.sleep(0.3)", ["skip"]),          # 9
+         "assert nb2prod.notebook.magics.last_view().wait(180)\ntime.sleep(0.3)", ["skip"]),          # 9
         ("%nb2prod pull second\nprint('b =', b)", ["skip"]),                                 # 10
         ("%nb2prod runs", ["skip"]),                                                           # 11
         ("%nb2prod status", ["skip"]),                                                         # 12

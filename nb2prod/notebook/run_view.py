@@ -12,8 +12,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from nb2prod.contracts import location, mlflow_link
-from nb2prod.mlops.outcome import outcome_lines
+from nb2prod.contracts import EventKind, RunEvent, location, mlflow_link, outcome_lines
 
 POLL_S = 0.5
 FINISHED_RUN = frozenset({"done", "failed", "cancelled", "interrupted"})
@@ -76,27 +75,24 @@ class RunView:
             self._build()
 
     # -- inputs -------------------------------------------------------------------------------------
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: RunEvent) -> None:
         """Observer for :func:`nb2prod.api.run` events."""
         with self._lock:
-            kind = event.get("type")
-            if kind == "log":  # --log-output: stage output as it comes (text mode; widgets show it on failure)
-                self._log_text(event.get("stage") or "", event.get("text") or "")
-            elif kind == "run":
-                self.mlflow_run_id = event.get("mlflow_run_id") or self.mlflow_run_id
-            elif kind == "stage" and event.get("stage") in self.rows:
-                row = self.rows[event["stage"]]
-                row["status"] = event["status"]
-                row["attempts"] = max(row["attempts"], event.get("attempt") or 0)
-                if event["status"] == "running":
-                    row["started"] = event.get("started_at") or time.time()
-                if event.get("duration_s") is not None:
-                    row["duration"] = event["duration_s"]
-                if event.get("error"):
-                    row["error"] = event["error"]
-                self._stage_changed(event["stage"])
-            elif kind == "end":
-                self.status = event.get("status") or self.status
+            progress = event.progress()
+            if event.kind is EventKind.LOG:  # --log-output: output as it comes (text mode; widgets show it on failure)
+                self._log_text(event.stage or "", event.text)
+            elif event.kind is EventKind.RUN:
+                self.mlflow_run_id = event.mlflow_run_id or self.mlflow_run_id
+            elif progress and event.stage in self.rows:
+                row = self.rows[event.stage]
+                row["status"] = progress["status"]
+                row["attempts"] = max(row["attempts"], progress.get("attempt", 0))
+                row["started"] = progress.get("started_at", row["started"])
+                row["duration"] = progress.get("duration_s", row["duration"])
+                row["error"] = progress.get("error", row["error"])
+                self._stage_changed(event.stage)
+            elif event.kind is EventKind.END:
+                self.status = event.status or self.status
             self._refresh()
 
     def update(self, record: dict[str, Any]) -> None:

@@ -1,7 +1,7 @@
 """The ``%nb2prod`` subcommands (click; ``run`` and ``params`` take the run options declared in
 :mod:`nb2prod.contracts.options`).
 
-Each command gets the :class:`nb2prod.magics.Nb2ProdMagics` instance as ``ctx.obj`` and calls
+Each command gets the :class:`nb2prod.notebook.magics.Nb2ProdMagics` instance as ``ctx.obj`` and calls
 :mod:`nb2prod.api`; errors a user can cause are raised as ``Nb2ProdError`` / click usage errors and shown
 as one line by the magic.
 """
@@ -18,7 +18,7 @@ from IPython.display import display
 from nb2prod.contracts import SUCCESSFUL
 from nb2prod.contracts.options import MAGICS, click_options, from_click
 from nb2prod.errors import Nb2ProdError, UsageError
-from nb2prod.widgets import FINISHED_RUN, RunView, widget_frontend
+from nb2prod.notebook.run_view import FINISHED_RUN, RunView, widget_frontend
 
 _WAIT = click.option("--wait/--no-wait", default=None,
                      help="Block until the run ends (default: --no-wait in a Jupyter server kernel, else --wait).")
@@ -35,7 +35,7 @@ def group() -> None:
 def check(magics, path: str | None) -> None:
     """The stage DAG of PATH (default: this notebook) and its validation errors."""
     from nb2prod import api
-    from nb2prod.magics_dag import DagView
+    from nb2prod.notebook.dag_view import DagView
 
     display(DagView(api.check(magics.notebook(path))))
 
@@ -61,7 +61,7 @@ def run(magics, path: str | None, wait: bool | None, **kw: Any) -> None:
 def params(magics, path: str | None, wait: bool | None, **kw: Any) -> None:
     """A form of PATH's parameters with a Run button (text where no widget frontend exists)."""
     from nb2prod import api
-    from nb2prod.widgets_params import ParamsForm, params_text
+    from nb2prod.notebook.params_form import ParamsForm, params_text
 
     notebook = magics.notebook(path)
     options = from_click(MAGICS, kw)
@@ -158,7 +158,7 @@ def runs(magics, path: str | None, limit: int, every: bool) -> None:
 
 
 def _session_or_none(magics):
-    from nb2prod.magics import session_notebook
+    from nb2prod.notebook.magics import session_notebook
 
     try:
         return session_notebook()

@@ -19,7 +19,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
 
 from nb2prod.errors import Nb2ProdError, UsageError
-from nb2prod.widgets import RunView, stderr_line, widget_frontend
+from nb2prod.notebook.run_view import RunView, stderr_line, widget_frontend
 
 HELP = """nb2prod magics — productionize this notebook without leaving it.
 
@@ -199,7 +199,7 @@ def commands() -> click.Group:
     """The ``%nb2prod`` subcommands (click, sharing ``nb2prod run``'s options)."""
     global _COMMANDS
     if _COMMANDS is None:
-        from nb2prod.magics_commands import group
+        from nb2prod.notebook.commands import group
 
         _COMMANDS = group
     return _COMMANDS
@@ -209,7 +209,7 @@ _LOADED: dict[int, Nb2ProdMagics] = {}
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext nb2prod`` (or ``nb2prod.magics``): registers the magics."""
+    """``%load_ext nb2prod`` (or ``nb2prod.notebook.magics``): registers the magics."""
     if id(ipython) in _LOADED:
         return
     magics = Nb2ProdMagics(ipython)
