@@ -96,7 +96,7 @@ def _follow(request, coordinator, ref, interrupted: threading.Event, observer: O
             if replay.handle(event):
                 continue
             event = replay.real(event)
-            _apply(request.run_id, event)
+            record_event(request.run_id, event)
             if observer:
                 observer(event)
         if done:
@@ -111,8 +111,8 @@ def _follow(request, coordinator, ref, interrupted: threading.Event, observer: O
             cancel_sent = True
 
 
-def _apply(run_id: str, event: RunEvent) -> None:
-    """Mirror one event into the run store."""
+def record_event(run_id: str, event: RunEvent) -> None:
+    """Mirror one event of run ``run_id`` into the run store."""
     kind = event.kind
     error = event.error.to_dict() if event.error else None
     if kind is EventKind.RUN:

@@ -35,10 +35,15 @@ CACHE_WRITE_WAIT_S = 120.0
 class RunContext:
     """One run as the hooks see it; hooks fill in what later hooks and the DAG loop read."""
 
-    request: Any  # RunRequest
+    run_id: str
+    name: str  # the MLflow parent run's name: the notebook's stem
+    experiment: str
+    tags: dict[str, str]
+    params: dict[str, Any]  # the parameters as they may be shown (secrets masked)
     emit: Callable[[RunEvent], None]  # one event of the run's stream
-    relay: Callable[..., None]  # work for the client's driver (runner/relay.py)
     attempts: dict[str, int]
+    relay: Callable[..., None] | None = None  # work for the client's driver (runner/relay.py)
+    request: Any = None  # a pipeline run's RunRequest (None for a notebook-mode run)
     results: dict[str, StageResult] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)  # stage -> object ref of its outputs
     gpu_fallback: set[str] = field(default_factory=set)  # stages placed on CPU for want of GPUs
@@ -52,6 +57,12 @@ class RunContext:
     @property
     def spec(self):
         return self.request.spec
+
+    @classmethod
+    def of(cls, request, emit: Callable[[RunEvent], None], relay: Callable[..., None]) -> "RunContext":
+        """The context of a pipeline run."""
+        return cls(request.run_id, Path(request.spec.notebook).stem, request.experiment, request.tags,
+                   request.shown_parameters, emit, {name: 0 for name in request.spec.stages}, relay, request)
 
 
 @dataclass
@@ -136,23 +147,23 @@ class EventStream(RunHooks):
 
 
 class Tracking(RunHooks):
-    """MLflow through one Tracker: a parent run per pipeline run and a child run per stage. Writes go to one
-    ordered writer thread, off the DAG loop's critical path."""
+    """MLflow through one Tracker: a parent run per run and, with ``stage_runs``, a child run per stage. Writes
+    go to one ordered writer thread, off the DAG loop's critical path."""
 
-    def __init__(self, tracker) -> None:
-        self.tracker = tracker
+    def __init__(self, tracker, stage_runs: bool = True) -> None:
+        self.tracker, self.stage_runs = tracker, stage_runs
         self.children: dict[str, Future] = {}
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
 
     def on_run_start(self, run: RunContext) -> None:
-        req = run.request
-        run.experiment_id = self.tracker.experiment_id(req.experiment)
-        run.mlflow_run_id = self.tracker.start_run(run.experiment_id, Path(run.spec.notebook).stem, req.tags,
-                                                   params=req.shown_parameters)
+        run.experiment_id = self.tracker.experiment_id(run.experiment)
+        run.mlflow_run_id = self.tracker.start_run(run.experiment_id, run.name, run.tags, params=run.params)
 
     def on_stage_start(self, run: RunContext, stage: str, payload: Any) -> None:
+        if not self.stage_runs:
+            return
         if stage not in self.children:
-            tags = {"nb2prod.kind": "stage", "nb2prod.stage": stage, "nb2prod.run_id": run.request.run_id}
+            tags = {"nb2prod.kind": "stage", "nb2prod.stage": stage, "nb2prod.run_id": run.run_id}
             if stage in run.gpu_fallback:
                 tags["nb2prod.gpu_fallback"] = "true"
             self._child(run, stage, tags)
@@ -162,9 +173,11 @@ class Tracking(RunHooks):
             payload.mlflow = {"tracking_uri": self.tracker.uri, "run_id": self.children[stage].result()}
 
     def on_stage_end(self, run: RunContext, stage: str, result: StageResult) -> None:
+        if not self.stage_runs:
+            return
         if result.status == StageStatus.CACHED.value:
             self._child(run, stage, {"nb2prod.kind": "stage", "nb2prod.stage": stage,
-                                     "nb2prod.run_id": run.request.run_id, "nb2prod.cached": "true",
+                                     "nb2prod.run_id": run.run_id, "nb2prod.cached": "true",
                                      "nb2prod.cached_from": str(result.cached_from)})
             metrics = {**result.metrics, "nb2prod.duration_s": 0.0}
             self.write(stage, lambda child: self.tracker.end_run(child, "FINISHED", metrics))

@@ -134,3 +134,15 @@ def _absolute_uri(uri: str) -> str:
     if "://" not in uri and not uri.startswith("file:"):
         return str(Path(uri).resolve())
     return uri
+
+
+def typed_values(notebook: str, rendered: dict[str, Any]) -> dict[str, Any]:
+    """Rendered text values typed as papermill's ``-p`` does, except that a parameter the notebook declares
+    ``str`` keeps its text (``{{ scheduled_time:%Y%m%d }}`` stays "20260301", not an int)."""
+    declared = build_spec(notebook).parameters
+    values = {}
+    for name, value in rendered.items():
+        inferred = infer_value(value) if isinstance(value, str) else value
+        keep = isinstance(value, str) and name in declared and declared[name].type == "str"
+        values[name] = value if keep else inferred
+    return values

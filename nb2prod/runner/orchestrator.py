@@ -44,7 +44,7 @@ class Orchestration:
         self.req, self.state, self.hooks, self.coordinator = request, state, hooks, coordinator
         self.spec = request.spec
         self.status = {name: StageStatus.PENDING for name in self.spec.stages}
-        self.run = RunContext(request, state.emit, state.relay, attempts={name: 0 for name in self.spec.stages})
+        self.run = RunContext.of(request, state.emit, state.relay)
         self.attempts = self.run.attempts
         self.running: dict[Any, _Task] = {}
         self.retry_at: dict[str, float] = {}

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nb2prod.core.params import infer_value
 from nb2prod.core.status import RunStatus
+from nb2prod.runner.launch import typed_values
 from nb2prod.store import runs as store
 
 
@@ -45,7 +45,7 @@ class Launcher:
         try:
             write_private(run_dir(run_id) / "input.ipynb", content)
             write_private(run_dir(run_id) / "request.json", json.dumps(request))
-            pid = spawn_detached([sys.executable, "-m", "nb2prod.scheduling.notebook_mode", run_id],
+            pid = spawn_detached([sys.executable, "-m", "nb2prod.runner.notebook", run_id],
                                  run_dir(run_id) / "runner.log", path.parent)
         except OSError as exc:  # else the run would read `running` while the scheduler lives (its pid is ours)
             store.finish_run(run_id, RunStatus.FAILED, {"type": type(exc).__name__, "message": str(exc)})
@@ -75,20 +75,6 @@ class Launcher:
                 os.killpg(runner, signal.SIGTERM)
             except OSError:
                 pass
-
-
-def typed_values(notebook: str, rendered: dict[str, Any]) -> dict[str, Any]:
-    """Rendered text values typed as papermill's ``-p`` does, except that a parameter the notebook declares
-    ``str`` keeps its text (``{{ scheduled_time:%Y%m%d }}`` stays "20260301", not an int)."""
-    from nb2prod.core.builder import build_spec
-
-    declared = build_spec(notebook).parameters
-    values = {}
-    for name, value in rendered.items():
-        inferred = infer_value(value) if isinstance(value, str) else value
-        keep = isinstance(value, str) and name in declared and declared[name].type == "str"
-        values[name] = value if keep else inferred
-    return values
 
 
 def _runner(run_id: str) -> int | None:

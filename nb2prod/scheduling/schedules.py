@@ -17,8 +17,8 @@ from nb2prod.contracts import RunOptions
 from nb2prod.core.builder import build_spec
 from nb2prod.core.params import validate_parameters
 from nb2prod.errors import NotebookError, ScheduleNotFound, UsageError, ValidationError
+from nb2prod.runner.launch import typed_values
 from nb2prod.scheduling import timing
-from nb2prod.scheduling.launch import typed_values
 from nb2prod.scheduling.models import FireAttemptRow, FireRow, ScheduleRow
 from nb2prod.scheduling.service import alive_schedulers, last_scheduler_seen, utcnow
 from nb2prod.store.db import session
