@@ -137,6 +137,12 @@ class Coordinator:
             state.relay_tracker.answer(token, outcome)
 
     @ray.method(concurrency_group="control")
+    def touch(self, run_id: str) -> None:
+        """The run's client is alive (it may be too busy to poll)."""
+        if run_id in self._runs:
+            self._runs[run_id].last_poll = time.time()
+
+    @ray.method(concurrency_group="control")
     def cancel(self, run_id: str) -> None:
         if run_id in self._runs:
             self._runs[run_id].cancelled = True

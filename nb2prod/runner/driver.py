@@ -20,6 +20,7 @@ from nb2prod.store import runs as store
 
 Observer = Callable[[RunEvent], None]
 POLL_S = 0.05
+KEEPALIVE_S = 5.0  # well under the coordinator's CLIENT_TIMEOUT_S
 
 
 def drive(request, ray_address: str | None, observer: Observer | None = None) -> dict[str, Any]:
@@ -44,6 +45,9 @@ def drive(request, ray_address: str | None, observer: Observer | None = None) ->
     replay = Replay(request.tracking_uri, request.cache_dir,
                     lambda token, outcome: coordinator.answer.remote(request.run_id, token, outcome))
     ref = coordinator.run.remote(request)
+    following = threading.Event()
+    threading.Thread(target=_keep_alive, args=(coordinator, request.run_id, following), daemon=True,
+                     name="nb2prod-keepalive").start()
     try:
         with _signals_to_cancel() as interrupted:
             _follow(request, coordinator, ref, interrupted, observer, replay)
@@ -51,6 +55,8 @@ def drive(request, ray_address: str | None, observer: Observer | None = None) ->
     except ray.exceptions.RayError as exc:
         raise Nb2ProdError(f"the run's coordinator in the Ray cluster was lost ({type(exc).__name__}); "
                            f"the run's state is in the run store: `nb2prod status {request.run_id}`") from None
+    finally:
+        following.set()
     result["interrupted"] = interrupted.is_set()
     result["mlflow_run_id"], result["experiment_id"] = replay.real([result["mlflow_run_id"], result["experiment_id"]])
     return result
@@ -81,6 +87,13 @@ def _create_tracking_store_meanwhile(tracking_uri: str, ray_address: str | None)
     thread = threading.Thread(target=create, name="mlflow-store", daemon=True)
     thread.start()
     return thread
+
+
+def _keep_alive(coordinator, run_id: str, stop: threading.Event) -> None:
+    """Tell the coordinator that this client is alive while the loop of :func:`_follow` is busy: replaying
+    relayed MLflow writes can outlast the coordinator's client timeout on a loaded machine."""
+    while not stop.wait(KEEPALIVE_S):
+        coordinator.touch.remote(run_id)
 
 
 def _follow(request, coordinator, ref, interrupted: threading.Event, observer: Observer | None, replay) -> None:
