@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ["CANARY_SECRET_NOT_FOR_RAY"] = "canary"
 
 ROOT = Path(__file__).resolve().parents[1]
+MLFLOW_SERVER_START_S = 420  # on a loaded machine
 EXAMPLE = ROOT / "example_notebooks" / "pipeline.ipynb"
 
 
@@ -50,7 +52,7 @@ def ray_cluster(nb2prod_home):
         cluster.stop()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -64,13 +66,13 @@ def ray_start_cluster(nb2prod_home):
     from nb2prod.runner.cluster import agent_ports, token_path
 
     temp = f"/tmp/nb2prod-rs-{os.getpid()}"  # short: Ray's unix socket paths are limited
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN_PATH": str(token_path())}
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, "-m", "nb2prod.runner.raystart", "start", "--head", "--block",
            "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-           "--disable-usage-stats", f"--temp-dir={temp}", *agent_ports(), f"--ray-client-server-port={_free_port()}", f"--dashboard-port={_free_port()}",
+           "--disable-usage-stats", f"--temp-dir={temp}", *agent_ports(), f"--ray-client-server-port={free_port()}", f"--dashboard-port={free_port()}",
            "--no-monitor", "--include-log-monitor=false"]  # fewer daemons racing the raylet's 15 s agent wait
     log = nb2prod_home / "ray-start.log"
     proc = None
@@ -191,3 +193,32 @@ def store_url(request, tmp_path, monkeypatch) -> str:
         url = request.getfixturevalue("postgres").new_database()
     monkeypatch.setenv("NB2PROD_DATABASE_URL", url)
     return url
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` on 127.0.0.1 (SQLite backend, proxied artifacts); yields its URL."""
+    directory = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    log = open(directory / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{directory / 'mlflow.db'}",
+                             "--artifacts-destination", str(directory / "artifacts"), "--workers", "1"],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + MLFLOW_SERVER_START_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+                    if response.read() == b"OK":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"mlflow server did not start: {(directory / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        stop_group(proc, grace_s=10)
+        log.close()

@@ -9,12 +9,12 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from tests.conftest import free_port
 from tests.procs import stop_group
 
 
@@ -31,7 +31,7 @@ class PostgresServer:
         self.bin = bin_dir
         self.root = Path(tempfile.mkdtemp(prefix="nb2prod-pg-"))
         self.password = secrets.token_hex(12)
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self._count = 0
 
@@ -87,9 +87,3 @@ class PostgresServer:
         if getattr(self, "log", None):
             self.log.close()
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -15,7 +15,6 @@ import os
 import secrets
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,15 +26,10 @@ from typing import Iterator
 import psutil
 import pytest
 
+from tests.conftest import free_port
 from tests.procs import kill_named, stop_group
 
 START_TIMEOUT_S = 420  # ray start --head with its dashboard, or a job's first runtime env, on a loaded machine
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, token: str | None = None, timeout: float = 5) -> bytes:
@@ -200,31 +194,3 @@ def _assert_hidden(info: dict, nb2prod_home: Path) -> None:
         time.sleep(1)
     assert jobs.get_job_status(job) == JobStatus.SUCCEEDED, jobs.get_job_logs(job)
     assert "SEEN [False, False]" in jobs.get_job_logs(job)
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real ``mlflow server`` on 127.0.0.1 (SQLite backend, proxied artifacts); yields its URL."""
-    directory = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    log = open(directory / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{directory / 'mlflow.db'}",
-                             "--artifacts-destination", str(directory / "artifacts"), "--workers", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + START_TIMEOUT_S
-        while True:
-            try:
-                if _get(f"{url}/health") == b"OK":
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"mlflow server did not start: {(directory / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        stop_group(proc, grace_s=10)
-        log.close()

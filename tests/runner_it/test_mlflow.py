@@ -4,6 +4,7 @@ stage-side MLflow calls (also from parallel stages), stage_dir artifacts, secret
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,20 @@ def _children(client, parent):
 
 
 @pytest.fixture
+def stage_client(request, monkeypatch):
+    """The MLflow client of the store a run whose stages call MLflow themselves logs to. nb2prod assumes only its
+    embedded cluster sees this machine's files, so on a `ray start` cluster stage code reaches MLflow through a
+    tracking server, as in production (docs/cluster.md); the embedded cluster uses the session's SQLite store."""
+    from mlflow import MlflowClient
+
+    if request.node.callspec.params["any_cluster"] == "embedded":
+        return MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    url = request.getfixturevalue("mlflow_server")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    return MlflowClient(url)
+
+
+@pytest.fixture
 def tracked(tmp_path):
     return make_notebook(tmp_path / "tracked.ipynb", [
         ("import time\nimport nb2prod", ["setup"]),
@@ -35,7 +50,8 @@ def tracked(tmp_path):
     ])
 
 
-def test_parent_and_children(tracked, mlflow_client, tmp_path):
+def test_parent_and_children(tracked, stage_client, tmp_path):
+    mlflow_client = stage_client
     import nb2prod as pkg
 
     record = api.run(tracked, RunOptions(parameters={"n": 4}, no_cache=True))
@@ -78,7 +94,8 @@ def test_parent_and_children(tracked, mlflow_client, tmp_path):
     assert "sub/right.json" in {a.path for a in mlflow_client.list_artifacts(children["right"].info.run_id, "sub")}
 
 
-def test_parallel_stages_logging_to_mlflow_do_not_fail(tmp_path, mlflow_client):
+def test_parallel_stages_logging_to_mlflow_do_not_fail(tmp_path, stage_client):
+    mlflow_client = stage_client
     cells = [("import mlflow", ["setup"])]
     for k in range(4):
         cells.append((f"for i in range(20):\n    mlflow.log_metric('v{k}', float(i), step=i)\nout{k} = {k}",
