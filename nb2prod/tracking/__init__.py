@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from importlib import metadata
@@ -39,16 +40,28 @@ class Tracker:
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
         self._experiments: dict[str, str] = {}
+        self._lock = threading.Lock()  # the coordinator's runs share this tracker
 
     def experiment_id(self, name: str) -> str:
-        """The id of experiment ``name``, created if missing (artifacts beside a SQLite store, never in the cwd)."""
-        if name not in self._experiments:
-            exp = self.client.get_experiment_by_name(name)
-            if exp:
-                self._experiments[name] = exp.experiment_id
-            else:
-                self._experiments[name] = self.client.create_experiment(name, artifact_location=self._artifact_root(name))
-        return self._experiments[name]
+        """The id of experiment ``name``, created if missing (artifacts beside a SQLite store, never in the cwd).
+        Concurrent first runs of one experiment (here or in another process) all get the one experiment."""
+        with self._lock:
+            if name not in self._experiments:
+                self._experiments[name] = self._get_or_create(name)
+            return self._experiments[name]
+
+    def _get_or_create(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return self.client.create_experiment(name, artifact_location=self._artifact_root(name))
+        except MlflowException as exc:  # another process created it first
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return self.client.get_experiment_by_name(name).experiment_id
 
     def _artifact_root(self, name: str) -> str | None:
         if not self.uri.startswith("sqlite:///"):

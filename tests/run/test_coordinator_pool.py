@@ -28,15 +28,21 @@ DRIVER = textwrap.dedent('''
     from nb2prod.runner.coordinator import get_coordinator
 
     records = []
-    threads = [threading.Thread(target=lambda: records.append(api.run(sys.argv[1], RunOptions(no_cache=True))))
-               for _ in range(6)]
+
+    def run():
+        try:
+            records.append(api.run(sys.argv[1], RunOptions(no_cache=True)))
+        except Exception as exc:  # the test shows why
+            records.append({"status": repr(exc), "mlflow_run_id": None})
+
+    threads = [threading.Thread(target=run) for _ in range(6)]
     for t in threads:
         t.start()
     deadline = time.time() + 120
     while sum(1 for r in store.list_runs() if r["mlflow_run_id"]) < 4 and time.time() < deadline:
         time.sleep(0.1)  # until 4 runs are being orchestrated: every run slot is taken
     started = time.time()
-    ray.get(get_coordinator(embedded=True).poll.remote("probe", 0), timeout=20)
+    ray.get(get_coordinator(embedded=True).poll.remote("probe", 0), timeout=60)
     poll_s = time.time() - started
     for t in threads:
         t.join()
@@ -52,7 +58,7 @@ def test_six_runs_through_a_pool_of_four(tmp_path):
     env = {**os.environ, "NB2PROD_HOME": str(home), "NB2PROD_COORDINATOR_RUNS": "4",
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env.pop("RAY_ADDRESS", None)
-    nb = make_notebook(tmp_path / "wait.ipynb", [("import time\ntime.sleep(10)\nx = 1", ["stage:wait"])])
+    nb = make_notebook(tmp_path / "wait.ipynb", [("import time\ntime.sleep(30)\nx = 1", ["stage:wait"])])
     try:
         up = subprocess.run([sys.executable, "-m", "nb2prod", "cluster", "up", "--num-cpus", "6"], env=env,
                             capture_output=True, text=True, timeout=240)
@@ -64,7 +70,7 @@ def test_six_runs_through_a_pool_of_four(tmp_path):
     finally:
         subprocess.run([sys.executable, "-m", "nb2prod", "cluster", "down"], env=env, capture_output=True, timeout=120)
     assert [status for status, _ in result["runs"]] == ["done"] * 6
-    assert result["poll_s"] < 4, result  # answered while 4 runs held every run thread
+    assert result["poll_s"] < 15, result  # answered while 4 runs held every run thread (each sleeps 30 s)
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     spans = [(client.get_run(mlflow_id).info.start_time, client.get_run(mlflow_id).info.end_time)
              for _, mlflow_id in result["runs"]]
