@@ -13,6 +13,11 @@ import { el, formRow } from './dom';
 import { postAPI } from './handler';
 import { selectCell } from './navigate';
 import { formatValue, inputKind, parseValue, sameValue } from './params';
+
+/** The gates typed in a form field: separated by spaces, commas or semicolons (``accuracy>=0.9 loss<0.2``). */
+export function gateList(text: string): string[] {
+  return text.split(/[\s,;]+/).filter(g => g);
+}
 import { IIssue, IRunRequest, ISettings, ISpec, location } from './types';
 
 type TextOption = 'ray_address' | 'experiment' | 'tracking_uri' | 'gates' | 'promote';
@@ -102,7 +107,7 @@ export class ProductionizeBody
     if (this._inputs.no_cache?.checked) {
       request.no_cache = true;
     }
-    const gates = (this._inputs.gates?.value ?? '').split(/[\s,;]+/).filter(g => g);
+    const gates = gateList(this._inputs.gates?.value ?? '');
     if (gates.length) {
       request.gates = gates;
     }

@@ -9,7 +9,7 @@ import { PathExt } from '@jupyterlab/coreutils';
 import { NotebookPanel } from '@jupyterlab/notebook';
 import { Widget } from '@lumino/widgets';
 
-import { saveNotebook } from './dialog';
+import { gateList, saveNotebook } from './dialog';
 import { el, formRow } from './dom';
 import { postAPI, requestAPI } from './handler';
 import { formatValue, inputKind } from './params';
@@ -115,6 +115,11 @@ export class ScheduleBody extends Widget implements Dialog.IBodyWidget<ISchedule
     formRow(policy, 'Notify URL', this._notifyUrl);
     this._experiment = this._input('experiment', String(initial?.options.experiment ?? options.settings.experiment), 'notebook name');
     formRow(policy, 'Experiment', this._experiment);
+    const gates = (initial?.options.gates as string[] | undefined) ?? [];
+    this._gates = this._input('gates', gates.join(' '), 'e.g. accuracy>=0.9 (space-separated)');
+    formRow(policy, 'Gates', this._gates);
+    this._promote = this._input('promote', String(initial?.options.promote ?? ''), 'e.g. champion (if the gates hold)');
+    formRow(policy, 'Promote to alias', this._promote);
     this.node.append(el('h3', '', 'Policies'), policy);
 
     for (const input of [this._name, this._retries, this._timeout, this._maxConcurrent, this._mode]) {
@@ -160,6 +165,13 @@ export class ScheduleBody extends Widget implements Dialog.IBodyWidget<ISchedule
     const { rayAddress, trackingUri } = this.options.settings;
     if (this._experiment.value.trim()) {
       options.experiment = this._experiment.value.trim();
+    }
+    const gates = gateList(this._gates.value);
+    if (gates.length) {
+      options.gates = gates;
+    }
+    if (this._promote.value.trim()) {
+      options.promote = this._promote.value.trim();
     }
     if (rayAddress) {
       options.ray_address = rayAddress;
@@ -284,6 +296,8 @@ export class ScheduleBody extends Widget implements Dialog.IBodyWidget<ISchedule
   private _maxConcurrent: HTMLInputElement;
   private _notifyUrl: HTMLInputElement;
   private _experiment: HTMLInputElement;
+  private _gates: HTMLInputElement;
+  private _promote: HTMLInputElement;
   private _previewData: ISchedulePreview | null = null;
   private _previewError: string | null = null;
   private _timer = 0;

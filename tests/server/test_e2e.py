@@ -34,7 +34,7 @@ pytestmark = [
 STAGES = ["load", "split", "train_forest", "train_logreg", "evaluate", "report"]
 PRODUCTIONIZE = ".jp-NotebookPanel:not(.lm-mod-hidden) [data-command='nb2prod:productionize']"
 SCHEDULE = ".jp-NotebookPanel:not(.lm-mod-hidden) [data-command='nb2prod:schedule']"
-QUICK = [("day = 'x'\nn = 1", ["parameters"]), ("out = f'{day}-{n}'", ["stage:only"])]
+QUICK = [("day = 'x'\nn = 1", ["parameters"]), ("out = f'{day}-{n}'\nscore = n", ["stage:only", "metrics"])]
 
 
 MLFLOW_UI = "http://127.0.0.1:5000"
@@ -219,6 +219,7 @@ def test_schedule_dialog_previews_adds_and_the_panel_manages_the_schedule(lab, p
     page.fill("input[data-param='day']", "{{ scheduled_time - 1d:%Y-%m-%d }}")
     page.select_option("select[name='catchup']", "latest")
     page.fill("input[name='retries']", "1")
+    page.fill("input[name='gates']", "score>=5, score<10")
     assert accept.is_enabled()
     shots(page, "schedule-dialog.png", element=".jp-Dialog-content")
     accept.click()
@@ -230,6 +231,7 @@ def test_schedule_dialog_previews_adds_and_the_panel_manages_the_schedule(lab, p
     assert (stored["cron"], stored["timezone"], stored["catchup"], stored["retries"]) == \
         ("30 2 * * 1-5", "Europe/Paris", "latest", 1)
     assert stored["parameters"] == {"n": "7", "day": "{{ scheduled_time - 1d:%Y-%m-%d }}"}
+    assert stored["options"]["gates"] == ["score>=5", "score<10"]
     assert "At 02:30, Monday through Friday" in row.text_content()
 
     row.locator("[data-action='pause']").click()
@@ -251,6 +253,7 @@ def test_schedule_dialog_previews_adds_and_the_panel_manages_the_schedule(lab, p
     shots(page, "pipelines-schedules.png")
     record = api.get_run(fire["run_id"])
     assert record["origin"] == "scheduler" and record["parameters"]["n"] == 7
+    assert record["gate"]["status"] == "passed", record["gate"]  # the schedule's gates, on score = n = 7
     assert record["parameters"]["day"] == fire["parameters"]["day"] != "{{ scheduled_time - 1d:%Y-%m-%d }}"
 
     row.locator("[data-action='remove']").click()
