@@ -52,6 +52,11 @@ def drive(request, ray_address: str | None, observer: Observer | None = None) ->
         with _signals_to_cancel() as interrupted:
             _follow(request, coordinator, ref, interrupted, observer, replay)
         result = ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:  # raised inside the coordinator (its tracking store, say)
+        cause = exc.cause if exc.cause is not None else exc
+        reason = str(cause).split("\n", 1)[0]
+        raise Nb2ProdError(f"the run's coordinator failed: {type(cause).__name__}: {reason}; "
+                           f"the run's state is in the run store: `nb2prod status {request.run_id}`") from None
     except ray.exceptions.RayError as exc:
         raise Nb2ProdError(f"the run's coordinator in the Ray cluster was lost ({type(exc).__name__}); "
                            f"the run's state is in the run store: `nb2prod status {request.run_id}`") from None

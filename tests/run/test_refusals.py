@@ -38,3 +38,12 @@ def test_resuming_a_run_of_another_notebook_is_refused(notebook, tmp_path):
     assert api.list_runs(notebook) == []
     refused = run_cli("run", str(notebook), "--resume", run_id)
     assert refused.returncode == 2 and "is a run of" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_an_error_inside_the_coordinator_is_named_not_called_a_lost_coordinator(ray_cluster, tmp_path):
+    nb = make_notebook(tmp_path / "nb.ipynb", [("x = 1", ["stage:one"])])
+    unusable = tmp_path / "file"
+    unusable.write_text("not a directory")  # the MLflow store's directory is a file: the coordinator cannot open it
+    proc = run_cli("run", str(nb), "--tracking-uri", f"sqlite:///{unusable / 'mlflow.db'}", "--no-cache", "--quiet")
+    assert proc.returncode == 1, proc.stderr
+    assert "the run's coordinator failed:" in proc.stderr and "was lost" not in proc.stderr, proc.stderr
