@@ -10,6 +10,7 @@ process first uses the store; the tables' mappings live beside their API (``stor
 from __future__ import annotations
 
 import os
+import threading
 from functools import lru_cache
 from typing import Any
 
@@ -20,6 +21,9 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from nb2prod.errors import Nb2ProdError
 from nb2prod.home import home_dir, private_file
+
+SQLITE_BUSY_S = 30.0
+_ENGINE_LOCK = threading.Lock()
 
 
 class Base(DeclarativeBase):
@@ -47,7 +51,8 @@ def _options(url: URL) -> dict[str, Any]:
         # long-lived servers and schedulers outlive server restarts and idle-connection reapers
         return {"pool_pre_ping": True, "pool_recycle": 1800, "pool_size": 5, "max_overflow": 10,
                 "connect_args": {"application_name": "nb2prod", "connect_timeout": 10}}
-    return {}
+    # SQLite: wait up to 30 s for another writer from the first statement on (WAL mode is set on connect)
+    return {"connect_args": {"timeout": SQLITE_BUSY_S}}
 
 
 @lru_cache(maxsize=8)
@@ -62,7 +67,6 @@ def _engine(raw: str) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
     try:
         migrate.ensure_current(engine)  # once per process and URL: the engine is cached
@@ -74,8 +78,10 @@ def _engine(raw: str) -> Engine:
 
 
 def engine() -> Engine:
-    """The engine for the current ``NB2PROD_HOME`` / ``NB2PROD_DATABASE_URL``, its schema at the head revision."""
-    return _engine(database_url())
+    """The engine for the current ``NB2PROD_HOME`` / ``NB2PROD_DATABASE_URL``, its schema at the head revision
+    (threads asking at once share one engine and one migration)."""
+    with _ENGINE_LOCK:
+        return _engine(database_url())
 
 
 @lru_cache(maxsize=8)
