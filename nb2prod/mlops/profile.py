@@ -40,12 +40,14 @@ def build_profile(value: Any, seed: int = 0) -> dict[str, Any]:
         import pandas as pd
 
         sample = value.iloc[picked]
+        numeric = [n for n in value.columns if pd.api.types.is_numeric_dtype(value[n].dtype)
+                   and not pd.api.types.is_bool_dtype(value[n].dtype)]
+        missing = _missing_in_frame(value, numeric)
         for name in value.columns:
             col = value[name]
-            if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
-                missing = int(col.isna().sum())
-                columns[str(name)] = _numeric(sample[name].to_numpy(dtype="float64", na_value=np.nan), rows, missing,
-                                              str(col.dtype))
+            if name in missing:
+                columns[str(name)] = _numeric(sample[name].to_numpy(dtype="float64", na_value=np.nan), rows,
+                                              missing[name], str(col.dtype))
             else:
                 columns[str(name)] = _categorical(col, str(col.dtype))
         kind = "dataframe"
@@ -63,6 +65,19 @@ def build_profile(value: Any, seed: int = 0) -> dict[str, Any]:
             for j in range(array.shape[1]):
                 columns[str(j)] = _categorical(pd.Series(array[:, j]), str(array.dtype))
     return {"version": PROFILE_VERSION, "kind": kind, "rows": rows, "columns": columns}
+
+
+def _missing_in_frame(frame, numeric: list) -> dict[Any, int]:
+    """Missing values per numeric column of a DataFrame: its columns as one 2-D array where they share a numpy
+    float dtype (a frame over one C-ordered array has strided columns, slow to reduce one by one), else column by
+    column (nullable dtypes hold pd.NA)."""
+    import numpy as np
+
+    block = frame if len(numeric) == len(frame.columns) else frame[numeric]
+    dtypes = set(block.dtypes)
+    if len(dtypes) == 1 and isinstance(next(iter(dtypes)), np.dtype):
+        return dict(zip(numeric, _missing_per_column(block.to_numpy()).tolist()))
+    return {name: int(frame[name].isna().sum()) for name in numeric}
 
 
 def _missing_per_column(array) -> Any:
