@@ -105,6 +105,9 @@ def execute(payload: StagePayload, upstream: dict[str, dict[str, Any]],
 
         payload.notebook_dir = unpacked(payload.ship)
     _isolate_local_modules(payload.notebook_dir)
+    # No bytecode for what stage code imports: a .pyc is valid for a source of the same size and mtime second, so
+    # another warm worker could run a local module edited within the second after this one compiled it.
+    wrote_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     os.chdir(payload.notebook_dir)
     sys.path.insert(0, payload.notebook_dir)
     ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__, "display": None}
@@ -132,6 +135,7 @@ def execute(payload: StagePayload, upstream: dict[str, dict[str, Any]],
         _close_mlflow_run()
         meta["files"] = _stage_files(Path(workdir))
         shutil.rmtree(workdir, ignore_errors=True)
+        sys.dont_write_bytecode = wrote_bytecode
         os.chdir(old_cwd)
         with contextlib.suppress(ValueError):
             sys.path.remove(payload.notebook_dir)

@@ -67,9 +67,6 @@ def test_force_and_no_cache(chain):
     assert set(_statuses(fresh).values()) == {"done"}
 
 
-@pytest.mark.xfail(reason="open bug (issue 15): after the cache tests before it, on the embedded cluster, the rerun "
-                          "of a stage whose local module changed sometimes yields the old module's value (x == 1); "
-                          "alone it passes; cause not found yet", strict=False)
 def test_local_module_change_invalidates(tmp_path):
     (tmp_path / "helpers.py").write_text("def value():\n    return 1\n")
     nb = make_notebook(tmp_path / "mod.ipynb", [("import helpers\nx = helpers.value()", ["stage:use"]),
