@@ -36,6 +36,7 @@ _TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
 _KEY = re.compile(r"[0-9a-f]{64}")
 _PREFIX = re.compile(r"[0-9a-f]{2}")
 _TMP = re.compile(r"\.tmp-[0-9a-f]{32}")
+_TAG_TMP = re.compile(r"\.CACHEDIR\.TAG\.[0-9a-f]{8}\.tmp")  # another process writing the tag (write_private)
 
 
 def cache_dir(override: str | None = None) -> Path:
@@ -97,7 +98,7 @@ def _cache_shaped(child: Path) -> bool:
         return False
     if child.is_dir():
         return bool(_PREFIX.fullmatch(child.name) or _TMP.fullmatch(child.name))
-    return child.name == TAG
+    return child.name == TAG or bool(_TAG_TMP.fullmatch(child.name))
 
 
 def _entry(directory: Path, key: str) -> Path:

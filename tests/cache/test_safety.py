@@ -78,6 +78,19 @@ def test_a_directory_with_other_files_is_not_taken_as_a_cache(tmp_path):
     assert cache.cache_dir(str(legacy)) == legacy and (legacy / cache.TAG).exists()
 
 
+def test_a_cache_another_process_is_tagging_is_taken(tmp_path):
+    """Runs starting at once all create the cache: one's in-flight tag write is not a stranger to the others
+    (six runs through a coordinator pool failed 'not an nb2prod cache directory … .CACHEDIR.TAG.89b72af1.tmp')."""
+    fresh = tmp_path / "c"
+    fresh.mkdir()
+    (fresh / ".CACHEDIR.TAG.89b72af1.tmp").write_text("")
+    assert cache.cache_dir(str(fresh)) == fresh and (fresh / cache.TAG).exists()
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / ".CACHEDIR.TAG.not-hex.tmp").write_text("")  # only the exact shape write_private makes
+    with pytest.raises(UsageError, match="not an nb2prod cache directory"):
+        cache.cache_dir(str(tmp_path / "d"))
+
+
 def test_entries_are_private_files(tmp_path):
     directory = cache.cache_dir(str(tmp_path / "c"))
     cache.write(directory, KEY_A, {"x": np.zeros(100_000)}, {"stage": "s", "run_id": "r"})  # + a buffer file
