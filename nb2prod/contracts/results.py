@@ -24,6 +24,10 @@ class StageError:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def as_run_error(self, stage: str) -> dict[str, Any]:
+        """This error as its run's error (a run record's ``error``): the same fields and the failed stage."""
+        return {"stage": stage, **self.to_dict()}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "StageError | None":
         if not data:

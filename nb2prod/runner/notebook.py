@@ -81,7 +81,7 @@ def main(run_id: str, request: dict[str, Any]) -> int:
         _mask_output(output, hidden)
         status, error = _copy_output(output, options.get("output_notebook"), status, error)
         ended = time.time()
-        outcome = RunOutcome(status, ended, {"stage": STAGE, **error.to_dict()} if error else None, {})
+        outcome = RunOutcome(status, ended, error.as_run_error(STAGE) if error else None, {})
         if output.stat().st_size:
             outcome.output_notebook = outcome.texts["output.ipynb"] = output.read_text()
         call(hooks, "on_stage_end", run, STAGE, StageResult(
@@ -100,7 +100,7 @@ def main(run_id: str, request: dict[str, Any]) -> int:
         _mask_output(output, hidden)
         store.update_stage(run_id, STAGE, status=StageStatus.FAILED.value, ended_at=store.now(),
                            error=error.to_dict())
-    store.finish_run(run_id, status, {"stage": STAGE, **error.to_dict()} if error else None)
+    store.finish_run(run_id, status, error.as_run_error(STAGE) if error else None)
     return 0 if status is RunStatus.DONE else 1
 
 

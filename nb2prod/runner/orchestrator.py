@@ -264,7 +264,7 @@ class Orchestration:
         else:
             status = RunStatus.DONE
         results = self.run.results
-        error = next(({"stage": n, **r.error.to_dict()} for n, r in results.items()
+        error = next((r.error.as_run_error(n) for n, r in results.items()
                       if self.status[n] is StageStatus.FAILED and r.error), None)
         if error is None and status is RunStatus.FAILED:
             error = self.run.failure
