@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,8 @@ from nb2prod.home import run_dir, write_private
 from nb2prod.contracts import RunOptions
 from nb2prod.runner.launch import Prepared, prepare  # noqa: F401 - prepare is part of the api
 from nb2prod.store import runs as store
+
+CLOSE_WAIT_S = 5.0  # how long a finished run waits for interrupted runs' MLflow runs to be closed
 
 
 def check(path: str | Path) -> dict[str, Any]:
@@ -81,7 +85,7 @@ def _request(run_id: str, prepared: Prepared, options: RunOptions, origin: str, 
             **_git_tags(Path(spec.notebook).parent)}
     if options.resume_from:
         tags["nb2prod.resumed_from"] = options.resume_from
-    shared = _shares_disk(options)  # else nothing on the cluster side touches this machine's files
+    shared = _shares_disk(options)  # else the driver asks the cluster what it sees (runner.relay.narrow)
     return RunRequest(
         run_id=run_id, spec=spec, notebook=prepared.notebook, overrides=prepared.overrides,
         shown_parameters=prepared.shown, secret_values=prepared.secret_values, env=prepared.env,
@@ -274,7 +278,7 @@ def _shipment(spec: PipelineSpec, options: RunOptions):
 
 
 def _shares_disk(options: RunOptions) -> bool:
-    """Whether the run's cluster sees this machine's files: only nb2prod's embedded cluster is known to."""
+    """Whether the run's cluster is known to see this machine's files: nb2prod's embedded cluster is."""
     from nb2prod.runner import cluster
 
     address = options.ray_address or os.environ.get("RAY_ADDRESS")
@@ -304,18 +308,27 @@ def _exists(run_id: str) -> bool:
 
 def _close_interrupted() -> None:
     """End the MLflow parent runs of interrupted runs as FAILED; called at the end of the next foreground
-    run (which has MLflow loaded), never on the read path (``get_run``/``list_runs`` only reap)."""
+    run (which has MLflow loaded), never on the read path (``get_run``/``list_runs`` only reap). Waits at most
+    CLOSE_WAIT_S: a tracking server that is gone is retried by MLflow for minutes, and the run that calls this
+    has finished; a run not closed in time is tried again after the next run."""
     pending = store.reap_interrupted()
     if not pending:
         return
     from nb2prod.tracking import Tracker
 
-    for entry in pending:
+    def close(entry: dict[str, Any]) -> None:
         try:
             Tracker(entry["tracking_uri"]).fail_if_running(entry["mlflow_run_id"])
         except Exception:  # noqa: BLE001 - the store may be gone; still never show it running
             pass
         store.update_run(entry["id"], mlflow_closed=True)
+
+    closing = [threading.Thread(target=close, args=(entry,), daemon=True, name="mlflow-close") for entry in pending]
+    for thread in closing:
+        thread.start()
+    deadline = time.monotonic() + CLOSE_WAIT_S
+    for thread in closing:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _git_tags(directory: Path) -> dict[str, str]:

@@ -7,9 +7,13 @@ State is private: nb2prod's directories are 0700 and its files 0600 (:func:`priv
 from __future__ import annotations
 
 import os
+import re
 import stat
 import uuid
 from pathlib import Path
+
+
+PROBE = re.compile(r"\.nb2prod-probe-[0-9a-f]{32}")  # a file that lives for a moment: can the cluster see this dir?
 
 
 def home_dir() -> Path:

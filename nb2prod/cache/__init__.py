@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 from nb2prod.contracts import SUCCESSFUL
 from nb2prod.errors import Nb2ProdError, UsageError
-from nb2prod.home import home_dir, private_dir, write_private
+from nb2prod.home import PROBE, home_dir, private_dir, write_private
 
 DEFAULT_MAX_BYTES = 20 * 2**30
 _INLINE_LIMIT = 1 << 16  # buffers smaller than this stay inside the pickle
@@ -98,7 +98,7 @@ def _cache_shaped(child: Path) -> bool:
         return False
     if child.is_dir():
         return bool(_PREFIX.fullmatch(child.name) or _TMP.fullmatch(child.name))
-    return child.name == TAG or bool(_TAG_TMP.fullmatch(child.name))
+    return child.name == TAG or bool(_TAG_TMP.fullmatch(child.name) or PROBE.fullmatch(child.name))
 
 
 def _entry(directory: Path, key: str) -> Path:

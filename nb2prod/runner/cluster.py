@@ -32,6 +32,7 @@ from nb2prod.errors import Nb2ProdError
 from nb2prod.home import home_dir, private_dir, private_file, write_private
 
 NAMESPACE = "nb2prod"
+HEAD_NODE = "node:__internal_head__"  # a resource only the head node has (the coordinator's node)
 LOOPBACK = "127.0.0.1"
 # Keep warm workers: no prestart for every connecting driver, idle workers kept for 10 minutes.
 SYSTEM_CONFIG = {"enable_worker_prestart": False, "num_workers_soft_limit": 16,
@@ -79,6 +80,7 @@ RAY_ENV_NAMES = {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE",
                  "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "MPLBACKEND"}
 RAY_ENV_PREFIXES = ("LC_", "RAY_", "CUDA_", "NVIDIA_", "CONDA", "OMP_", "MKL_", "OPENBLAS_", "MLFLOW_", "NB2PROD_")
 NOT_FOR_RAY = {"NB2PROD_DATABASE_URL", "NB2PROD_SECRET_VALUES"}
+LAZY_IMPORTS = str(Path(__file__).resolve().parent / "lazy")  # see nb2prod/runner/lazy/rfc3987_syntax
 
 
 def ray_environment() -> dict[str, str]:
@@ -86,6 +88,8 @@ def ray_environment() -> dict[str, str]:
     extra = {n.strip() for n in os.environ.get("NB2PROD_RAY_ENV", "").split(",") if n.strip()}
     kept = {k: v for k, v in os.environ.items()
             if (k in RAY_ENV_NAMES or k in extra or k.startswith(RAY_ENV_PREFIXES)) and k not in NOT_FOR_RAY}
+    # every Python process of the cluster imports lazily what it would spend seconds importing for nothing
+    kept["PYTHONPATH"] = os.pathsep.join(p for p in (LAZY_IMPORTS, kept.get("PYTHONPATH")) if p)
     return {**kept, **embedded_env()}
 
 
@@ -159,6 +163,8 @@ def start(num_cpus: int | None = None, num_gpus: int | None = None,
         cmd = [sys.executable, "-m", "nb2prod.runner.raystart", "start", "--head", f"--node-ip-address={LOOPBACK}",
                f"--port={port}", *agent_ports(),
                "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={_temp_dir()}",
+               # no autoscaler for a fixed local cluster, no log forwarding (stage output travels through nb2prod)
+               "--no-monitor", "--include-log-monitor=false",
                f"--system-config={json.dumps(SYSTEM_CONFIG)}"]
         if num_cpus is not None:
             cmd.append(f"--num-cpus={num_cpus}")
@@ -246,7 +252,7 @@ def _terminate(procs: list) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
-def connect(address: str | None = None, *, log_to_driver: bool = False) -> str:
+def connect(address: str | None = None) -> str:
     """Connect this process to Ray: ``address``, else ``RAY_ADDRESS``, else the embedded cluster."""
     address = address or os.environ.get("RAY_ADDRESS")
     extra: dict[str, Any] = {}
@@ -267,7 +273,7 @@ def connect(address: str | None = None, *, log_to_driver: bool = False) -> str:
                            "join the loopback-only local cluster; set that variable before starting Python, or let "
                            "nb2prod connect before importing ray")
     try:
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=log_to_driver,
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
                  logging_level=logging.ERROR, **extra)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise Nb2ProdError(f"cannot connect to the Ray cluster at {address}: {exc}") from None

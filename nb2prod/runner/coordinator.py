@@ -23,7 +23,7 @@ import ray
 
 from nb2prod.contracts import EventKind, RunEvent
 from nb2prod.errors import Nb2ProdError
-from nb2prod.runner.cluster import NAMESPACE
+from nb2prod.runner.cluster import HEAD_NODE, NAMESPACE
 from nb2prod.runner.hooks import default_hooks
 from nb2prod.runner.orchestrator import Orchestration
 from nb2prod.runner.request import RunRequest
@@ -31,7 +31,6 @@ from nb2prod.runner.request import RunRequest
 CLIENT_TIMEOUT_S = 30.0
 ENDED_GRACE_S = 10.0  # a run that just ended still has a client reading its last events
 KEEPER_WAIT_S = 20.0
-HEAD_NODE = "node:__internal_head__"
 DEFAULT_RUNS = 64
 CONTROL_THREADS = 4
 
@@ -128,6 +127,13 @@ class Coordinator:
         state.last_poll = time.time()
         with state.lock:
             return state.events[cursor:], len(state.events)
+
+    @ray.method(concurrency_group="control")
+    def sees(self, paths: list[str], token: str) -> list[str]:
+        """Which of the client's probe files this coordinator reads (see :func:`nb2prod.runner.relay.narrow`)."""
+        from nb2prod.runner.relay import seen_probes
+
+        return seen_probes(paths, token)
 
     @ray.method(concurrency_group="control")
     def answer(self, run_id: str, token: str, outcome: tuple) -> None:

@@ -35,13 +35,14 @@ def drive(request, ray_address: str | None, observer: Observer | None = None) ->
 
     from nb2prod.runner.cluster import is_embedded
     from nb2prod.runner.coordinator import get_coordinator
-    from nb2prod.runner.relay import Replay, put_hits
+    from nb2prod.runner.relay import Replay, narrow, put_hits
 
     if request.ship:
         request.ship.upload()  # once per content: an unchanged directory is not sent again
+    coordinator = get_coordinator(embedded=is_embedded(address))
+    narrow(request, coordinator)
     if request.relay_cache:
         put_hits(request)
-    coordinator = get_coordinator(embedded=is_embedded(address))
     replay = Replay(request.tracking_uri, request.cache_dir,
                     lambda token, outcome: coordinator.answer.remote(request.run_id, token, outcome))
     ref = coordinator.run.remote(request)

@@ -51,8 +51,8 @@ def launch(fingerprint: str) -> None:
     """Make sure a keeper for this nb2prod code runs in the connected cluster (checked to run our code)."""
     import ray
 
-    from nb2prod.runner.cluster import NAMESPACE
-    from nb2prod.runner.coordinator import HEAD_NODE, check_version, code_version
+    from nb2prod.runner.cluster import HEAD_NODE, NAMESPACE
+    from nb2prod.runner.coordinator import check_version, code_version
 
     host = ray.remote(KeeperHost).options(
         name=f"keeper-{fingerprint}", namespace=NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0,

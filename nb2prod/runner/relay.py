@@ -1,7 +1,8 @@
 """What travels between the cluster and the client when the cluster cannot see the client's disk.
 
-Only nb2prod's embedded cluster shares the client's files; on any other cluster nothing on the cluster side
-reads or writes them:
+nb2prod's embedded cluster shares the client's files. Any other cluster is asked first (:func:`narrow`): a
+cluster on the client's machine, or whose head node mounts the client's directories, reads and writes the
+tracking store and the cache itself, as the embedded one does. What it cannot see travels:
 
 - MLflow, when the tracking URI is client-local (SQLite, file store, path): the coordinator records each write
   as a ``tracking`` event (:class:`RelayTracker`) and the client's driver replays it on the one
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
+import secrets
 import tempfile
 import threading
 from pathlib import Path
@@ -121,6 +124,49 @@ def _write_tree(root: Path, files: dict[str, bytes]) -> None:
     for rel, data in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
+
+
+def narrow(request, coordinator) -> None:
+    """Relay only what the coordinator cannot reach itself: the tracking store (an absolute SQLite path) and the
+    cache are the cluster's own when the coordinator reads, in their directories, a probe file just written."""
+    import ray
+
+    dirs: dict[str, Path] = {}
+    if request.relay_tracking and request.tracking_uri.startswith("sqlite:////"):
+        dirs["tracking"] = Path(request.tracking_uri[len("sqlite:///"):]).parent
+    if request.relay_cache and request.cache_dir:
+        dirs["cache"] = Path(request.cache_dir)
+    if not dirs:
+        return
+    token = secrets.token_hex(16)
+    probes = {what: directory / f".nb2prod-probe-{token}" for what, directory in dirs.items()}
+    written = []
+    try:
+        for path in probes.values():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            written.append(path)
+            with os.fdopen(fd, "w") as f:
+                f.write(token)
+        seen = set(ray.get(coordinator.sees.remote([str(p) for p in probes.values()], token)))
+    except OSError:  # a directory this client cannot write: relay, as for any cluster
+        return
+    finally:
+        for path in written:
+            path.unlink(missing_ok=True)
+    request.relay_tracking = request.relay_tracking and str(probes.get("tracking")) not in seen
+    request.relay_cache = request.relay_cache and str(probes.get("cache")) not in seen
+
+
+def seen_probes(paths: list[str], token: str) -> list[str]:
+    """The probe files (:func:`narrow`) this process reads with ``token`` in them, in a directory it may write."""
+    seen = []
+    for path in paths:
+        try:
+            if Path(path).read_text() == token and os.access(Path(path).parent, os.W_OK):
+                seen.append(path)
+        except OSError:
+            continue
+    return seen
 
 
 def put_hits(request) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import ray
 
+from nb2prod.runner.cluster import HEAD_NODE
 from nb2prod.runner.stage import StagePayload
 
 SYSTEM_RETRIES = 2  # Ray re-runs a stage whose worker or node died, at most this often
@@ -46,17 +47,18 @@ def _ray_attempt() -> int:
         return 0
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, resources={HEAD_NODE: 0.001})
 def load_cached(directory: str, key: str) -> dict[str, Any]:
-    """Outputs of a cached stage, read (memory-mapped) from the cache into the object store."""
+    """Outputs of a cached stage, read (memory-mapped) from the cache into the object store (on the head node,
+    the coordinator's, which was found to see the cache: :func:`nb2prod.runner.relay.narrow`)."""
     from nb2prod import cache
 
     return cache.load(Path(directory), key)
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, resources={HEAD_NODE: 0.001})
 def store_outputs(directory: str, key: str, outputs: dict[str, Any], meta: dict[str, Any]) -> int:
-    """Write one stage's outputs to the cache."""
+    """Write one stage's outputs to the cache (on the head node, as :func:`load_cached`)."""
     from nb2prod import cache
 
     return cache.write(Path(directory), key, outputs, meta)

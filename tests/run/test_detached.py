@@ -80,3 +80,21 @@ def test_a_runner_that_cannot_be_started_ends_the_run_failed(tmp_path, nb2prod_h
         api.start_run(nb, RunOptions())
     record = api.list_runs(nb)[0]
     assert record["status"] == "failed" and "no-python" in record["error"]["message"]
+
+
+@pytest.mark.timeout(90)
+def test_a_gone_tracking_server_does_not_hold_the_next_run(nb2prod_home):
+    """An interrupted run's MLflow run is closed at the end of the next run; its tracking server being gone cost
+    that run MLflow's HTTP retries (over four minutes) after its pipeline had finished."""
+    from nb2prod.store import runs
+    from tests.conftest import free_port
+    from tests.store.test_transitions import dead_pid, new_run
+
+    run_id = new_run(pid=dead_pid(), mlflow_run_id="0" * 32, tracking_uri=f"http://127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    try:
+        api._close_interrupted()
+        assert time.monotonic() - started < api.CLOSE_WAIT_S + 30  # bounded, not MLflow's minutes of retries
+        assert runs.get_run(run_id)["status"] == "interrupted"
+    finally:  # later tests' runs would try again (the closing thread retries for minutes in the background)
+        runs.update_run(run_id, mlflow_closed=True)
