@@ -181,8 +181,8 @@ def main() -> None:
     lines = ["# Runner and cache benchmarks", "",
              f"`python benchmarks/bench_runner.py --repeat {args.repeat}` on {os.cpu_count()} cores, "
              f"{time.strftime('%Y-%m-%d %H:%M')}; medians of fresh `nb2prod run` processes. Load average "
-             f"(1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after: the machine is shared with other "
-             "engineers' test runs, so absolute times are noisy.", "",
+             f"(1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after (other work on the machine slows "
+             "every figure).", "",
              "Columns: nb2prod's embedded cluster; a cluster started with `ray start --head --num-cpus=2` "
              "(Ray's default system config), passed as `RAY_ADDRESS`; their ratio (target ≤ 1.5×).", "",
              "| measure | embedded | `ray start` | target | ray start / embedded |", "|---|---|---|---|---|",
