@@ -112,3 +112,33 @@ def test_an_attached_run_registers_its_model_in_the_client_store(tmp_path, remot
     version = mlflow_client.get_model_version(name, "1")  # the client's SQLite store
     assert version.run_id == record["stages"]["fit"]["mlflow_run_id"]
     assert "models/model" in [a.path for a in mlflow_client.list_artifacts(version.run_id, "models")]
+
+
+def test_an_attached_run_promotes_then_refuses_on_drift_in_the_client_store(example_notebook, remote_cluster,
+                                                                            tracking_uri, mlflow_client):
+    """Registration, the gate, promotion and the drift check all read and write the client's store through the
+    relay (the cluster cannot open it): the example promotes v1, then a shifted run registers v2 and is refused."""
+    name = f"remote-wine-{example_notebook.parent.name}"[:60]
+    nb = json.loads(example_notebook.read_text())
+    for cell in nb["cells"]:
+        tags = cell.get("metadata", {}).get("tags", [])
+        cell.get("metadata", {})["tags"] = [f"register:best_model={name}" if t.startswith("register:") else t
+                                            for t in tags]
+    example_notebook.write_text(json.dumps(nb))
+    env = _attached_env(remote_cluster)
+    common = ["--ray-address", remote_cluster["address"], "--promote", "champion", "--experiment", name,
+              "--no-cache", "--json", "--quiet"]
+    first = _run(env, "run", str(example_notebook), "--gate", "accuracy>=0.9", *common)
+    assert first.returncode == 0, first.stderr
+    promoted = json.loads(first.stdout.splitlines()[-1])
+    assert promoted["gate"]["status"] == "passed" and promoted["promotion"]["moved"], promoted
+    assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == "1"  # the client's store
+
+    shifted = _run(env, "run", str(example_notebook), "-p", "shift", "3.0", "--gate", "accuracy>=0.1", *common)
+    assert shifted.returncode == 0, shifted.stderr
+    refused = json.loads(shifted.stdout.splitlines()[-1])
+    assert refused["drift"]["drifted"] and refused["drift"]["reference"] == promoted["mlflow_run_id"]
+    assert refused["promotion"]["version"] == 2 and not refused["promotion"]["moved"]
+    assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == "1"
+    assert "data drifted" in mlflow_client.get_model_version(name, "2").tags["nb2prod.not_promoted"]
+    assert mlflow_client.get_run(refused["mlflow_run_id"]).data.metrics["drift.X_test.max_psi"] > 0.2
