@@ -14,8 +14,10 @@ from tests.conftest import make_notebook
 
 
 @pytest.fixture
-def queued(tmp_path, nb2prod_home, monkeypatch):
-    """A queued job of the cluster at RAY_API_SERVER_ADDRESS; yields its run id."""
+def queued(tmp_path, nb2prod_home, ray_cluster, monkeypatch):
+    """A queued job of the cluster at RAY_API_SERVER_ADDRESS; yields its run id. (``ray_cluster``: this process
+    joins the embedded cluster first; Ray keeps the first auth token a process loads, and the Jobs client here
+    would load none, so later tests of the session could no longer connect.)"""
     from ray.job_submission import JobDetails, JobStatus
 
     from nb2prod.runner import jobs

@@ -54,6 +54,7 @@ def test_a_notebook_mode_runner_that_died_is_interrupted(tmp_path, nb2prod_home)
     assert Launcher().status(run_id)["status"] == "interrupted"
 
 
+@pytest.mark.slow  # a papermill kernel run (~10 s)
 def test_a_notebook_mode_run_whose_output_notebook_cannot_be_written_ends_failed(tmp_path, nb2prod_home):
     nb = make_notebook(tmp_path / "quick.ipynb", [("x = 1", [])])
     target = tmp_path / "missing" / "out.ipynb"

@@ -64,6 +64,7 @@ def test_a_detached_run_gets_its_inline_secret_and_writes_it_nowhere(ray_cluster
     assert VALUE not in json.dumps(record) and files_holding(nb2prod_home, VALUE) == []
 
 
+@pytest.mark.slow  # two scheduler runs (~10 s)
 def test_resume_asks_again_for_an_inline_secret_and_rereads_a_reference(ray_cluster, secret_nb, monkeypatch):
     first = run_cli("run", str(secret_nb), "-p", "token", VALUE, "--secret", "token", "--json", "--quiet")
     assert first.returncode == 0, first.stderr
@@ -111,6 +112,7 @@ def test_rows_stored_with_a_secret_value_show_it_masked(secret_nb):
     assert VALUE not in json.dumps(schedules.list_all())
 
 
+@pytest.mark.slow  # a scheduler fire in notebook mode (~9 s)
 def test_notebook_mode_fires_with_the_secret_and_logs_it_nowhere(secret_nb, monkeypatch, mlflow_client):
     monkeypatch.setenv("NB2PROD_TEST_TOKEN", VALUE)
     cron, created = missed_once()

@@ -25,6 +25,7 @@ async def wait_for(jp_fetch, run_id, timeout=240):
         await asyncio.sleep(0.5)
 
 
+@pytest.mark.slow  # a whole run through the REST API (~12 s)
 async def test_run_completes_with_stage_states_and_mlflow_params(jp_fetch, root, mlflow_client):
     body = {"path": "pipeline.ipynb", "parameters": {"n_estimators": 17, "C": 2}, "experiment": "rest-test",
             "no_cache": True}  # other tests in the session may have cached these stages
