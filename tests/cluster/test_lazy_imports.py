@@ -10,6 +10,7 @@ import sys
 import pytest
 
 pytest.importorskip("rfc3987_syntax")
+pytestmark = pytest.mark.slow  # two processes importing Ray, one of them paying the parsers on purpose (~8 s)
 
 PROBE = """
 import json, sys

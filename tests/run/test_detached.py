@@ -83,6 +83,7 @@ def test_a_runner_that_cannot_be_started_ends_the_run_failed(tmp_path, nb2prod_h
     assert record["status"] == "failed" and "no-python" in record["error"]["message"]
 
 
+@pytest.mark.slow  # waits out CLOSE_WAIT_S by design
 @pytest.mark.timeout(90)
 def test_a_gone_tracking_server_does_not_hold_the_next_run(nb2prod_home):
     """An interrupted run's MLflow run is closed at the end of the next run; its tracking server being gone cost
