@@ -16,6 +16,11 @@ from pathlib import Path
 PROBE = re.compile(r"\.nb2prod-probe-[0-9a-f]{32}")  # a file that lives for a moment: can the cluster see this dir?
 
 
+def probe_name(token: str) -> str:
+    """The name of a probe file (:data:`PROBE`) for ``token``, 32 hex digits."""
+    return f".nb2prod-probe-{token}"
+
+
 def home_dir() -> Path:
     """``$NB2PROD_HOME`` or the platform's per-user data dir; created (0700) on first use."""
     env = os.environ.get("NB2PROD_HOME")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nb2prod.contracts import RunEvent
+from nb2prod.home import probe_name
 
 PLACEHOLDER = "relay:"
 ASK_TIMEOUT_S = 600.0  # a driver that has not answered by then is taken for gone (the call raises)
@@ -139,7 +140,7 @@ def narrow(request, coordinator) -> None:
     if not dirs:
         return
     token = secrets.token_hex(16)
-    probes = {what: directory / f".nb2prod-probe-{token}" for what, directory in dirs.items()}
+    probes = {what: directory / probe_name(token) for what, directory in dirs.items()}
     written = []
     try:
         for path in probes.values():
