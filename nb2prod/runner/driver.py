@@ -72,9 +72,11 @@ def _create_tracking_store_meanwhile(tracking_uri: str, ray_address: str | None)
     """On a cold start (the embedded cluster is not up yet), create a new SQLite MLflow store while the cluster
     starts: its schema migrations take seconds, which the coordinator would otherwise spend after it."""
     from nb2prod.runner import cluster
+    from nb2prod.tracking import sqlite_path
 
-    if ray_address or os.environ.get("RAY_ADDRESS") or not tracking_uri.startswith("sqlite:///") \
-            or Path(tracking_uri[len("sqlite:///"):]).exists() or cluster.status() is not None:
+    database = sqlite_path(tracking_uri)
+    if ray_address or os.environ.get("RAY_ADDRESS") or database is None or database.exists() \
+            or cluster.status() is not None:
         return None
 
     def create() -> None:

@@ -132,9 +132,12 @@ def narrow(request, coordinator) -> None:
     cache are the cluster's own when the coordinator reads, in their directories, a probe file just written."""
     import ray
 
+    from nb2prod.tracking import sqlite_path
+
     dirs: dict[str, Path] = {}
-    if request.relay_tracking and request.tracking_uri.startswith("sqlite:////"):
-        dirs["tracking"] = Path(request.tracking_uri[len("sqlite:///"):]).parent
+    database = sqlite_path(request.tracking_uri)
+    if request.relay_tracking and database is not None and database.is_absolute():
+        dirs["tracking"] = database.parent
     if request.relay_cache and request.cache_dir:
         dirs["cache"] = Path(request.cache_dir)
     if not dirs:

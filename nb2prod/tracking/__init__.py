@@ -27,6 +27,11 @@ def is_local(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file a ``sqlite:///PATH`` tracking URI names (as written: relative or absolute); else None."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
 class Tracker:
     """Writes nb2prod runs to one MLflow tracking store."""
 
@@ -64,9 +69,9 @@ class Tracker:
             return self.client.get_experiment_by_name(name).experiment_id
 
     def _artifact_root(self, name: str) -> str | None:
-        if not self.uri.startswith("sqlite:///"):
+        db = sqlite_path(self.uri)
+        if db is None:
             return None  # servers and file stores have their own artifact roots
-        db = Path(self.uri[len("sqlite:///"):])
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         return (db.parent / "mlartifacts" / f"{safe}-{uuid.uuid4().hex[:8]}").as_uri()
 
