@@ -62,6 +62,7 @@ class StageResult:
     files: dict[str, bytes] | None = None  # the stage directory's files, logged as artifacts of its run
     profiles: dict[str, Any] | None = None  # monitor:VAR -> data profile (drift)
     models: dict[str, Any] | None = None  # register:VAR -> packed model
+    logged: dict[str, Any] | None = None  # stage code's own MLflow calls, kept by nb2prod.tracking.stagestore
 
     @classmethod
     def failed(cls, error: StageError, **kw: Any) -> "StageResult":

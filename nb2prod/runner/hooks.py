@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,6 +30,7 @@ from nb2prod.contracts import EventKind, RunEvent, StageResult
 from nb2prod.core.status import RunStatus, StageStatus
 
 CACHE_WRITE_WAIT_S = 120.0
+STAGE_STORE_URI = "nb2prod-stage:"  # nb2prod.tracking.stagestore's scheme (an MLflow tracking-store entry point)
 
 
 @dataclass
@@ -168,9 +170,10 @@ class Tracking(RunHooks):
                 tags["nb2prod.gpu_fallback"] = "true"
             self._child(run, stage, tags)
         spec = run.spec
-        if not self.tracker.relayed and any("mlflow" in spec.cells[i].source  # the stage logs into its own run
-                                            for i in [*spec.stages[stage].cells, *spec.setup_cells]):
-            payload.mlflow = {"tracking_uri": self.tracker.uri, "run_id": self.children[stage].result()}
+        if any("mlflow" in spec.cells[i].source for i in [*spec.stages[stage].cells, *spec.setup_cells]):
+            # the stage logs into its own run; a cluster that cannot reach the store keeps it (tracking/stagestore)
+            payload.mlflow = {"tracking_uri": STAGE_STORE_URI, "run_id": uuid.uuid4().hex} if self.tracker.relayed \
+                else {"tracking_uri": self.tracker.uri, "run_id": self.children[stage].result()}
 
     def on_stage_end(self, run: RunContext, stage: str, result: StageResult) -> None:
         if not self.stage_runs:
@@ -191,6 +194,9 @@ class Tracking(RunHooks):
             tags["nb2prod.error"] = json.dumps({k: v for k, v in result.error.to_dict().items() if k != "traceback"})
         texts = {f"logs/{stage}.log": result.log} if result.log else None
         files = result.files or None
+        if result.logged:
+            logged = result.logged
+            self.write(stage, lambda child: self.tracker.log_recorded(child, logged))
         self.write(stage, lambda child: self.tracker.end_run(child, status.mlflow_status, metrics, tags,
                                                              texts=texts, files=files))
 

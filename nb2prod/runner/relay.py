@@ -69,6 +69,9 @@ class RelayTracker:
                 files: dict[str, bytes] | None = None) -> None:
         self._op("end_run", run_id, status, metrics, tags, texts=texts, files=files)
 
+    def log_recorded(self, run_id: str, logged: dict[str, Any]) -> None:
+        self._op("log_recorded", run_id, logged)
+
     def fail_if_running(self, run_id: str) -> None:
         self._op("fail_if_running", run_id)
 

@@ -132,7 +132,7 @@ def execute(payload: StagePayload, upstream: dict[str, dict[str, Any]],
     except _CellFailed as failed:
         meta["status"], meta["error"] = "failed", failed.error
     finally:
-        _close_mlflow_run()
+        meta["logged"] = _close_mlflow_run(payload)
         meta["files"] = _stage_files(Path(workdir))
         shutil.rmtree(workdir, ignore_errors=True)
         sys.dont_write_bytecode = wrote_bytecode
@@ -389,10 +389,16 @@ def _isolate_local_modules(directory: str) -> None:
                 os.remove(module.__cached__)  # an edit within that second would run the old code
 
 
-def _close_mlflow_run() -> None:
+def _close_mlflow_run(payload: StagePayload) -> dict[str, Any] | None:
+    """End the run stage code left active; return what it logged on a store kept in this worker, if any."""
     mlflow = sys.modules.get("mlflow")
-    if mlflow is not None and mlflow.active_run() is not None:
+    if mlflow is None:
+        return None
+    if mlflow.active_run() is not None:
         mlflow.end_run()
+    if payload.mlflow and "nb2prod.tracking.stagestore" in sys.modules:
+        return sys.modules["nb2prod.tracking.stagestore"].take(payload.mlflow["run_id"])
+    return None
 
 
 def _iso(t: float) -> str:

@@ -108,6 +108,21 @@ class Tracker:
                 self.client.log_artifacts(run_id, tmp)
         self.client.set_terminated(run_id, status)
 
+    def log_recorded(self, run_id: str, logged: dict[str, Any]) -> None:
+        """Write what stage code logged on a store it could not reach (:func:`nb2prod.tracking.stagestore.take`):
+        metrics with their steps and timestamps, params and tags, in batches of MLflow's limits."""
+        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
+
+        metrics = [Metric(key, value, timestamp, step) for key, value, timestamp, step in logged["metrics"]]
+        params = [Param(k, v) for k, v in logged["params"].items()]
+        tags = [RunTag(k, v) for k, v in logged["tags"].items()]
+        for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=metrics[i:i + MAX_METRICS_PER_BATCH])
+        for i in range(0, max(len(params), len(tags)), MAX_PARAMS_TAGS_PER_BATCH):
+            self.client.log_batch(run_id, params=params[i:i + MAX_PARAMS_TAGS_PER_BATCH],
+                                  tags=tags[i:i + MAX_PARAMS_TAGS_PER_BATCH])
+
     def runs_of(self, experiment: str, nb2prod_run_id: str) -> list[Any]:
         """The MLflow runs (parent and stage runs) of one nb2prod run, oldest first."""
         exp = self.client.get_experiment_by_name(experiment)

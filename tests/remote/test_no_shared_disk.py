@@ -1,5 +1,6 @@
 """Attached runs on a cluster that cannot see the client's files (one and two nodes): the client's SQLite MLflow
-store gets the parent and stage runs, metrics, artifacts, the executed notebook and registered models; `logs`,
+store gets the parent and stage runs, metrics, artifacts, stage code's own MLflow calls, the executed notebook and
+registered models; `logs`,
 `status` and `%nb2prod pull` work on the client; the stage cache (the client's) makes a no-change rerun all
 `cached`, and `resume` works."""
 
@@ -33,7 +34,9 @@ def test_an_attached_run_keeps_everything_on_the_client(tmp_path, remote_cluster
         ("scale = 2", ["parameters"]),
         ("import nb2prod\nimport numpy as np\ndata = np.arange(10) * scale\n"
          "(nb2prod.stage_dir() / 'data.txt').write_text(str(data.sum()))\nprint('made data')", ["stage:make"]),
-        ("total = float(data.sum())\nprint('total', total)", ["stage:sum", "metrics"]),
+        ("total = float(data.sum())\nprint('total', total)\nimport mlflow\n"  # its own calls: kept, sent back
+         "mlflow.log_metric('loss', 0.5, step=1)\nmlflow.log_metric('loss', 0.25, step=2)\n"
+         "mlflow.log_param('lr', 0.1)\nmlflow.log_text('hello', 'notes/hello.txt')", ["stage:sum", "metrics"]),
     ])
     env = _attached_env(remote_cluster)
     first = _run(env, "run", str(nb), "--ray-address", remote_cluster["address"], "--json", "--quiet")
@@ -50,6 +53,10 @@ def test_an_attached_run_keeps_everything_on_the_client(tmp_path, remote_cluster
     by_stage = {c.data.tags["nb2prod.stage"]: c for c in children}
     assert set(by_stage) == {"make", "sum"}
     assert "data.txt" in [a.path for a in mlflow_client.list_artifacts(by_stage["make"].info.run_id)]
+    summed = by_stage["sum"].info.run_id
+    assert [(m.step, m.value) for m in mlflow_client.get_metric_history(summed, "loss")] == [(1, 0.5), (2, 0.25)]
+    assert by_stage["sum"].data.params == {"lr": "0.1"}
+    assert [a.path for a in mlflow_client.list_artifacts(summed, "notes")] == ["notes/hello.txt"]
 
     assert "made data" in _run(env, "logs", run_id, "make").stdout
     assert json.loads(_run(env, "status", run_id, "--json").stdout)["status"] == "done"

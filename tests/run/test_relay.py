@@ -57,3 +57,34 @@ def test_registration_reads_and_files_travel_through_the_relay(relayed, tmp_path
 
     with pytest.raises(MlflowException):
         tracker.client.get_run("no-such-run")
+
+
+def test_stage_codes_own_mlflow_calls_reach_the_clients_store(relayed, tmp_path):
+    """A stage's own mlflow calls on a cluster that cannot reach the store: kept in the worker (tracking/stagestore),
+    sent back with its result, written on its run through the relay; what needs the store is refused, clearly."""
+    from nb2prod.runner.hooks import STAGE_STORE_URI
+    from nb2prod.runner.stage import StagePayload, execute
+
+    code = ("import mlflow\nfor step, loss in enumerate([0.5, 0.25]):\n    mlflow.log_metric('loss', loss, step=step)\n"
+            "mlflow.log_params({'lr': 0.1, 'depth': 3})\nmlflow.set_tag('team', 'blue')\n"
+            "mlflow.log_text('hello', 'notes/hello.txt')\nmlflow.log_dict({'a': 1}, 'conf.json')\n"
+            "seen = mlflow.get_run(mlflow.active_run().info.run_id).data")
+    payload = StagePayload("r1", "fit", 1, str(tmp_path), [(0, code), (1, "import mlflow\nmlflow.start_run(nested=True)")],
+                           outputs=["seen"], mlflow={"tracking_uri": STAGE_STORE_URI, "run_id": "a" * 32})
+    meta, outputs = execute(payload, {})
+    assert meta["status"] == "failed" and meta["cells"][0]["status"] == "completed"
+    assert "needs a tracking server reachable from the cluster" in meta["error"]["message"]
+    assert outputs == {} and meta["logged"]["params"] == {"lr": "0.1", "depth": "3"}
+    assert [row[::3] for row in meta["logged"]["metrics"]] == [["loss", 0], ["loss", 1]]
+    assert set(meta["files"]) == {"notes/hello.txt", "conf.json"}  # artifacts land in the stage's directory
+
+    payload.cells = payload.cells[:1]
+    meta, outputs = execute(payload, {})
+    assert meta["status"] == "done" and outputs["seen"].metrics == {"loss": 0.25}  # get_run reads what was logged
+    tracker, replay = relayed
+    child = tracker.start_run(tracker.experiment_id("own-calls"), "fit", {"nb2prod.kind": "stage"})
+    tracker.log_recorded(child, meta["logged"])
+    client = replay.tracker().client
+    run = client.get_run(replay.ids[child])
+    assert run.data.params == {"lr": "0.1", "depth": "3"} and run.data.tags["team"] == "blue"
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss")] == [(0, 0.5), (1, 0.25)]
