@@ -69,13 +69,18 @@ def test_an_attached_run_keeps_everything_on_the_client(tmp_path, remote_cluster
     assert {s["status"] for s in json.loads(again.stdout.splitlines()[-1])["stages"].values()} == {"cached"}
 
 
+def _blind(tmp_path: Path) -> str:
+    """Stage code (``.format(stage=, resource=)``) that sees none of the client's files, on the node it was placed on."""
+    return (f"import os, ray\nassert not any(map(os.path.exists, {[str(tmp_path), os.environ['NB2PROD_HOME']]!r}))\n"
+            "{stage}_node = ray.get_runtime_context().get_node_id()\n"
+            "assert [n['NodeID'] for n in ray.nodes() if n['Alive'] and n['Resources'].get({resource!r})] == "
+            "[{stage}_node]\n")
+
+
 def test_two_nodes_without_a_shared_disk_cache_and_resume(tmp_path, remote_two_nodes):
     cluster = remote_two_nodes
     flag = Path(f"/tmp/nb2prod-resume-flag-{tmp_path.name}")  # /tmp is shared with the cluster
-    blind = (f"import os, ray\nassert not any(map(os.path.exists, {[str(tmp_path), os.environ['NB2PROD_HOME']]!r}))\n"
-             "{stage}_node = ray.get_runtime_context().get_node_id()\n"
-             "assert [n['NodeID'] for n in ray.nodes() if n['Alive'] and n['Resources'].get({resource!r})] == "
-             "[{stage}_node]\n")  # the stage sees none of the client's files, on the node it was placed on
+    blind = _blind(tmp_path)
     nb = make_notebook(tmp_path / "twonodes.ipynb", [
         (blind.format(stage="far", resource="other") + "import numpy as np\nbig = np.ones(200_000)",
          ["stage:far", "resources:other=1"]),
@@ -102,6 +107,33 @@ def test_two_nodes_without_a_shared_disk_cache_and_resume(tmp_path, remote_two_n
         assert {s["status"] for s in json.loads(again.stdout.splitlines()[-1])["stages"].values()} == {"cached"}
     finally:
         flag.unlink()
+
+
+def test_a_detached_run_on_two_nodes_and_its_rerun_from_the_heads_cache(tmp_path, remote_two_nodes, mlflow_server):
+    """A detached run (a Ray job; its driver and cache on the head) places its stages on both nodes, none of which
+    sees the client's files; another user follows it to the end; a no-change rerun is all `cached`."""
+    from tests.remote.test_detached import _another_user, _wait_finished
+
+    cluster, blind = remote_two_nodes, _blind(tmp_path)
+    nb = make_notebook(tmp_path / "detached2.ipynb", [
+        (blind.format(stage="far", resource="other") + "import numpy as np\nbig = np.ones(100_000)",
+         ["stage:far", "resources:other=1"]),
+        (blind.format(stage="near", resource="main") + "total = float(big.sum())\n"
+         "print('total', total, 'on two nodes:', far_node != near_node)", ["stage:near", "resources:main=1"]),
+    ])
+    env = {**cluster["env"], "MLFLOW_TRACKING_URI": mlflow_server}
+    other = _another_user(tmp_path, cluster, mlflow_server)
+    statuses = {}
+    for _ in range(2):
+        proc = _run(env, "run", str(nb), "--detach", "--json")
+        assert proc.returncode == 0, proc.stderr
+        record = _wait_finished(other, json.loads(proc.stdout)["run_id"])
+        assert record["status"] == "done", record
+        statuses[record["id"]] = {n: s["status"] for n, s in record["stages"].items()}
+    first, again = statuses
+    assert list(statuses.values()) == [{"far": "done", "near": "done"}, {"far": "cached", "near": "cached"}]
+    assert {first, again} <= {r["id"] for r in json.loads(_run(other, "runs", "--json").stdout)}
+    assert "total 100000.0 on two nodes: True" in _run(other, "logs", first, "near").stdout
 
 
 def test_an_attached_run_registers_its_model_in_the_client_store(tmp_path, remote_cluster, tracking_uri,
