@@ -45,6 +45,8 @@ def status(run_id: str, as_json: bool) -> None:
         return
     stdout.print(f"run [bold]{r['id']}[/] {r['status']} — {r['notebook']}\nMLflow run {r['mlflow_run_id']} "
                  f"({r['tracking_uri']})", soft_wrap=True)
+    if r.get("error") and not r["error"].get("stage"):  # a stage's error is on its row below
+        stdout.print(f"error: {r['error'].get('type')}: {r['error'].get('message')}", markup=False, soft_wrap=True)
     table = Table("stage", "status", "attempts", "duration", "error", box=None, pad_edge=False)
     for name, s in r["stages"].items():
         error = s["error"]

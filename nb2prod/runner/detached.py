@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from nb2prod.core.status import RunStatus
-from nb2prod.errors import RunNotFound
+from nb2prod.errors import Nb2ProdError, RunNotFound
 from nb2prod.runner import jobs
+from nb2prod.secret import redact_uri
 from nb2prod.store import runs as store
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
@@ -32,8 +33,6 @@ def job_address(record: dict[str, Any]) -> str | None:
 
 def metadata(prepared, options) -> dict[str, str]:
     """The job's metadata: what another client needs to show the run (no secret values)."""
-    from nb2prod.secret import redact_uri
-
     return {"notebook": str(prepared.path), "experiment": prepared.experiment,
             "tracking_uri": redact_uri(prepared.tracking_uri),
             "stages": json.dumps(list(prepared.spec.stages)), "parameters": json.dumps(prepared.shown, default=str),
@@ -47,7 +46,12 @@ def refresh(record: dict[str, Any]) -> None:
         return
     job = jobs.info(address, record["id"])
     status = str(job.status.value) if job is not None else None
-    tracker, runs = _mlflow_runs(record)
+    try:
+        tracker, runs = _mlflow_runs(record)
+    except Exception as exc:  # noqa: BLE001 - MLflow's errors (HTTP, auth, database), raised from deep inside
+        # the run stays as last known (its stages' states and its outcome are in the tracking server only)
+        raise Nb2ProdError(f"cannot read run {record['id']} from its tracking server "
+                           f"{redact_uri(record.get('tracking_uri'))}: {_first_line(exc)}") from None
     parent = next((r for r in runs if r.data.tags.get("nb2prod.kind") == "pipeline"), None)
     if parent is not None:
         store.update_run(record["id"], mlflow_run_id=parent.info.run_id, mlflow_experiment_id=parent.info.experiment_id)
@@ -91,7 +95,6 @@ def _import(run_id: str, job, address: str) -> None:
     store.create_run(run_id, meta.get("notebook", ""), dict.fromkeys(json.loads(meta.get("stages", "[]"))),
                      parameters=json.loads(meta.get("parameters", "{}")), options=options, origin="job")
     from nb2prod.home import default_tracking_uri
-    from nb2prod.secret import redact_uri
 
     submitted = datetime.fromtimestamp((job.start_time or 0) / 1000, timezone.utc).replace(tzinfo=None)
     ours = default_tracking_uri()  # the job shows its tracking URI without credentials: ours has them
@@ -138,11 +141,13 @@ def _finish(record: dict[str, Any], tracker, parent, job_status: str | None, job
             final = RunStatus.INTERRUPTED.value
             error = {"type": "Interrupted", "message": "the run's Ray job ended without finishing the run"
                      + (f": {job.message}" if job is not None and job.message else " (the cluster no longer knows it)")}
+    ended = parent.info.end_time if parent is not None and parent.info.status != "RUNNING" else None
+    ended = ended or (job.end_time if job is not None else None)  # when it ended there, not when seen here
     if parent is not None:
         if parent.info.status == "RUNNING":
             tracker.fail_if_running(parent.info.run_id)
         _download(tracker, parent.info.run_id, record["id"])
-    store.finish_run(record["id"], RunStatus(final), error)
+    store.finish_run(record["id"], RunStatus(final), error, ended_at=_dt(ended))
 
 
 def _download(tracker, mlflow_run_id: str, run_id: str) -> None:
@@ -162,6 +167,11 @@ def _download(tracker, mlflow_run_id: str, run_id: str) -> None:
                     (directory / name / file.name).write_bytes(file.read_bytes())
             else:
                 (directory / name).write_bytes(local.read_bytes())
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _dt(ms: int | None) -> datetime | None:

@@ -26,6 +26,7 @@ from nb2prod.errors import Nb2ProdError, UsageError
 
 PREFIX = "nb2prod-"
 AGENT_WAIT_S = 30.0
+TRACKING_CHECK_S = 10.0  # the tracking server answers a detached run's submitter within this
 
 
 def is_jobs_address(address: str | None) -> bool:
@@ -44,13 +45,45 @@ def submission_id(run_id: str) -> str:
 
 
 def check_tracking_uri(uri: str) -> None:
-    """A detached run's tracking store must be reachable from the cluster: refuse client-local stores."""
+    """A detached run's tracking store must be reachable from the cluster: refuse client-local stores, and a
+    tracking server that does not answer this client (which follows the run through it)."""
     from nb2prod.tracking import is_local
 
     if is_local(uri):
         raise UsageError(f"a detached run on a Ray cluster writes MLflow from the cluster, which cannot reach the "
                          f"tracking store {uri} on this machine; set --tracking-uri (or MLFLOW_TRACKING_URI) to an "
                          "MLflow server (http(s)://HOST:PORT) or a database URI the cluster can reach")
+    if uri.startswith(("http://", "https://")):
+        _ask_tracking_server(uri)
+
+
+def _ask_tracking_server(uri: str) -> None:
+    """One cheap request to the MLflow server, with MLflow's credentials and TLS settings from the environment,
+    so that a server that is down or refuses us fails the submit, not the job seconds later."""
+    import requests
+
+    from nb2prod.secret import redact_uri
+
+    headers, auth = {}, None
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        headers["Authorization"] = f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"
+    elif os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        auth = (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
+    verify = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() != "true" and \
+        (os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True)
+    shown = redact_uri(uri)
+    try:
+        answer = requests.get(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
+                              headers=headers, auth=auth, verify=verify, timeout=TRACKING_CHECK_S)
+    except requests.RequestException as exc:
+        raise UsageError(f"cannot reach the MLflow tracking server {shown}: {str(exc).splitlines()[0]}; start it, "
+                         "or set --tracking-uri (or MLFLOW_TRACKING_URI) to a server this machine and the cluster "
+                         "both reach") from None
+    if answer.status_code >= 400:
+        hint = " (an MLflow server accepts only the host names it is told: start it with --allowed-hosts " \
+               "HOST,HOST:PORT)" if "Host header" in answer.text else ""
+        raise UsageError(f"the MLflow tracking server {shown} refused this client: HTTP {answer.status_code} "
+                         f"{answer.text.strip()[:200]}{hint}")
 
 
 def auth_headers() -> dict[str, str]:

@@ -114,13 +114,15 @@ def add_attempt(run_id: str, stage: str, attempt: int, status: str, **fields: An
         s.add(AttemptRow(run_id=run_id, stage=stage, attempt=attempt, status=status, **fields))
 
 
-def finish_run(run_id: str, status: RunStatus, error: dict[str, Any] | None = None) -> bool:
-    """``running`` → ``status``; stages still pending/running become skipped/cancelled. False (and nothing
-    written) when the run had already ended, e.g. the reaper marked it ``interrupted`` first."""
+def finish_run(run_id: str, status: RunStatus, error: dict[str, Any] | None = None,
+               ended_at: datetime | None = None) -> bool:
+    """``running`` → ``status``, ended now or at ``ended_at`` (naive UTC: a run that ended elsewhere, seen
+    later); stages still pending/running become skipped/cancelled. False (and nothing written) when the run had
+    already ended, e.g. the reaper marked it ``interrupted`` first."""
     t = now()
     with session() as s, s.begin():
         won = s.execute(update(RunRow).where(RunRow.id == run_id, RunRow.status == RUNNING)
-                        .values(status=status.value, ended_at=t, heartbeat_at=t, error=error)).rowcount == 1
+                        .values(status=status.value, ended_at=ended_at or t, heartbeat_at=t, error=error)).rowcount == 1
         if won:
             _close_stages(s, [run_id])
         return won

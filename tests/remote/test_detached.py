@@ -84,6 +84,27 @@ def test_a_detached_run_outlives_its_submitter_and_another_user_sees_it(tmp_path
     child = client.get_run(record["stages"]["prepare"]["mlflow_run_id"])
     assert [a.path for a in client.list_artifacts(child.info.run_id)] == ["logs", "note.txt"]
 
+    time.sleep(5)  # a client that first looks at the run later records when it ended, not when it looked
+    late = _another_user(tmp_path / "late", remote_cluster, mlflow_server)
+    seen = json.loads(_cli(late, "status", run_id, "--json").stdout)
+    assert seen["ended_at"] == parent_end_iso(parent) and seen["duration_s"] < record["duration_s"] + 2
+
+    gone = {**_another_user(tmp_path / "gone", remote_cluster, mlflow_server), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    subprocess.run([sys.executable, "-c", "import sys\nfrom nb2prod.runner import detached\nfrom nb2prod.store import runs\n"
+                    "assert detached.adopt(sys.argv[1])\nruns.update_run(sys.argv[1], tracking_uri='http://127.0.0.1:9')",
+                    run_id], env=gone, check=True, timeout=120)  # a client whose tracking server went away
+    refused = _cli(gone, "status", run_id)
+    assert refused.returncode == 1 and "cannot read run" in refused.stderr and "Traceback" not in refused.stderr
+    listed = _cli(gone, "runs", "--json")
+    assert listed.returncode == 0 and [r["status"] for r in json.loads(listed.stdout) if r["id"] == run_id] == ["running"]
+
+
+def parent_end_iso(parent) -> str:
+    """An MLflow run's end time as a run record shows it."""
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(parent.info.end_time / 1000, timezone.utc).isoformat()
+
 
 def test_secrets_and_env_values_stay_out_of_the_job(tmp_path, remote_cluster, mlflow_server):
     nb = make_notebook(tmp_path / "secret.ipynb", [
@@ -124,6 +145,7 @@ def test_cancel_stops_the_job_and_the_run_ends_cancelled(tmp_path, remote_cluste
 
 def test_detach_refusals_exit_2(tmp_path, nb2prod_home):
     nb = make_notebook(tmp_path / "nb.ipynb", [("x = 1", ["stage:a"])])
+    refusing = _refusing_server()  # as an MLflow 3 server started without --allowed-hosts answers a host name
     env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
     cases = [
         (["--ray-address", "127.0.0.1:6379"], "http"),
@@ -132,6 +154,9 @@ def test_detach_refusals_exit_2(tmp_path, nb2prod_home):
         (["--ray-address", "http://127.0.0.1:9", "--log-output"], "--log-output"),
         (["--ray-address", "http://127.0.0.1:9", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"], "MLflow server"),
         (["--ray-address", "http://127.0.0.1:9", "--tracking-uri", str(tmp_path / "mlruns")], "MLflow server"),
+        (["--ray-address", "http://127.0.0.1:9", "--tracking-uri", "http://127.0.0.1:9"],
+         "cannot reach the MLflow tracking server"),
+        (["--ray-address", "http://127.0.0.1:9", "--tracking-uri", f"http://127.0.0.1:{refusing}"], "--allowed-hosts"),
     ]
     for args, said in cases:
         proc = _cli(env, "run", str(nb), "--detach", *args)
@@ -155,3 +180,24 @@ def test_productionize_with_a_jobs_address_submits_a_job(tmp_path, remote_cluste
     assert record["status"] == "done" and record["stages"]["answer"]["status"] == "done", record
     assert record["origin"] == "server" and record["mlflow_run_id"]
 
+
+
+def _refusing_server() -> int:
+    """A loopback HTTP server answering every request as MLflow's host check does; returns its port."""
+    import http.server
+    import threading
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            body = b"Invalid Host header - possible DNS rebinding attack detected"
+            self.send_response(403)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server.server_address[1]

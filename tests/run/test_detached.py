@@ -41,6 +41,12 @@ def test_a_started_run_whose_runner_died_is_interrupted(tmp_path, nb2prod_home):
     run_id = api.start_run(nb, RunOptions(parameters={}))
     assert stat.S_IMODE((run_dir(run_id) / "options.json").stat().st_mode) == 0o600
     assert _status_after_kill(run_id) == "interrupted"
+    from click.testing import CliRunner
+
+    from nb2prod.cli import cli, runs  # noqa: F401  (registers `status`)
+
+    shown = CliRunner().invoke(cli, ["status", run_id])  # the run's own error, not only its stages'
+    assert shown.exit_code == 0 and "error: Interrupted: the runner process stopped" in shown.output
 
 
 def test_a_notebook_mode_runner_that_died_is_interrupted(tmp_path, nb2prod_home):
