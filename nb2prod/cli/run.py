@@ -107,6 +107,9 @@ def execute(notebook: str, options: RunOptions, *, as_json: bool, quiet: bool, r
     # Ray imports jsonschema, which builds rfc3987_syntax's grammars at import (~0.7 s) only to check
     # URI formats; the CLI never validates those, so the optional module is skipped in this process.
     sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+    from nb2prod.runner.cluster import without_serialization_addons
+
+    without_serialization_addons()
     from nb2prod import api
     from nb2prod.cli.live import LiveStatus
 

@@ -252,6 +252,18 @@ def _terminate(procs: list) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
+def without_serialization_addons() -> None:
+    """For a process that sends only nb2prod's own requests (the CLI's ``run``), before :func:`connect`: Ray
+    registers no serializers for pydantic, starlette and Ray Data's Arrow blocks in it, whose imports (pydantic,
+    pyarrow) are ~0.35 s of every ``nb2prod run``. Objects of those kinds still travel, by their own pickling
+    rules; what a worker serialized with those serializers is read here without them."""
+    global _SERIALIZATION_ADDONS
+    _SERIALIZATION_ADDONS = False
+
+
+_SERIALIZATION_ADDONS = True
+
+
 def connect(address: str | None = None) -> str:
     """Connect this process to Ray: ``address``, else ``RAY_ADDRESS``, else the embedded cluster."""
     address = address or os.environ.get("RAY_ADDRESS")
@@ -268,6 +280,10 @@ def connect(address: str | None = None) -> str:
 
     if ray.is_initialized():
         return address
+    if not _SERIALIZATION_ADDONS:
+        import ray.util.serialization_addons as addons
+
+        addons.apply = lambda context: None
     if embedded and ray._private.ray_constants.ENABLE_RAY_CLUSTER:
         raise Nb2ProdError("ray was imported before nb2prod set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, so it cannot "
                            "join the loopback-only local cluster; set that variable before starting Python, or let "
