@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,13 +28,18 @@ EXAMPLE = ROOT / "example_notebooks" / "pipeline.ipynb"
 
 
 @pytest.fixture(scope="session")
-def nb2prod_home(tmp_path_factory) -> Path:
-    """A temp NB2PROD_HOME and MLflow store for the whole session (set in os.environ)."""
+def nb2prod_home(tmp_path_factory) -> Iterator[Path]:
+    """A temp NB2PROD_HOME and MLflow store for the whole session (set in os.environ); the embedded cluster a
+    test's ``nb2prod`` subprocess started for it is stopped at the end (with or without :func:`ray_cluster`)."""
     home = tmp_path_factory.mktemp("nb2prod-home")
     os.environ["NB2PROD_HOME"] = str(home)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
     os.environ.pop("RAY_ADDRESS", None)
-    return home
+    yield home
+    from nb2prod.runner import cluster
+
+    os.environ["NB2PROD_HOME"] = str(home)
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")

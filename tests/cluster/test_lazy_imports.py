@@ -61,7 +61,10 @@ def test_the_cli_client_skips_rays_serializer_addons_and_arrow_still_travels(nb2
         ("total = sum(table.column('a').to_pylist()) + row.a", ["stage:use", "metrics"]),
     ])
     env = {**os.environ, "NB2PROD_HOME": str(tmp_path / "home")}  # no other test's interrupted run to close
-    runs = [subprocess.run([sys.executable, "-c", CLIENT, str(nb)], env=env, capture_output=True, text=True,
-                           timeout=300) for _ in range(2)]  # the first one creates the home's MLflow store
+    try:
+        runs = [subprocess.run([sys.executable, "-c", CLIENT, str(nb)], env=env, capture_output=True, text=True,
+                               timeout=300) for _ in range(2)]  # the first one creates the home's MLflow store
+    finally:  # the home's own embedded cluster
+        subprocess.run([sys.executable, "-m", "nb2prod", "cluster", "down"], env=env, capture_output=True, timeout=120)
     assert runs[1].returncode == 0, runs[1].stderr[-3000:]
     assert json.loads(runs[1].stdout.splitlines()[-1]) == {"status": "done", "imported": []}
