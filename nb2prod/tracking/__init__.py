@@ -32,6 +32,14 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
+def stage_store(store_uri: str | None = None, artifact_uri: str | None = None):
+    """MLflow's store for ``nb2prod-stage:`` URIs (entry point ``mlflow.tracking_store``): see
+    :mod:`nb2prod.tracking.stagestore`, imported here, once MLflow itself is."""
+    from nb2prod.tracking.stagestore import StageStore
+
+    return StageStore(store_uri, artifact_uri)
+
+
 _WAL_DATABASES: set[str] = set()
 
 

@@ -2,8 +2,8 @@
 
 With a client-local store (the default SQLite file) and a cluster that cannot see it, a stage's own ``mlflow``
 calls (``log_metric``, ``log_param``, ``set_tag``, ``log_artifact``, ``log_figure``...) go to this store
-instead, through ``MLFLOW_TRACKING_URI=nb2prod-stage:`` (registered in MLflow's ``mlflow.tracking_store``
-entry point group). It keeps the stage's run in the worker's memory: metrics with their steps and timestamps,
+instead, through ``MLFLOW_TRACKING_URI=nb2prod-stage:`` (``nb2prod.runner.hooks.STAGE_STORE_URI``; the scheme is
+registered in MLflow's ``mlflow.tracking_store`` entry point group, see pyproject.toml). It keeps the stage's run in the worker's memory: metrics with their steps and timestamps,
 params and tags, recorded for :func:`take`, which the stage sends back with its result for the client to
 write on the stage's run (:meth:`nb2prod.tracking.Tracker.log_recorded`). The run's artifact URI is the
 stage's directory (:func:`nb2prod.runner.stage.stage_dir`), whose files already travel back as the run's
@@ -23,8 +23,6 @@ from mlflow.entities import Experiment, LifecycleStage, Metric, Param, Run, RunD
 from mlflow.exceptions import MlflowException
 from mlflow.store.tracking.abstract_store import AbstractStore
 
-SCHEME = "nb2prod-stage"
-URI = f"{SCHEME}:"
 EXPERIMENT_ID = "0"
 REFUSED = ("{what} needs a tracking server reachable from the cluster (`--tracking-uri http://…` or "
            "MLFLOW_TRACKING_URI): this cluster cannot reach the run's tracking store, a file on the client, so a "
