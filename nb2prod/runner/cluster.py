@@ -88,9 +88,15 @@ def ray_environment() -> dict[str, str]:
     extra = {n.strip() for n in os.environ.get("NB2PROD_RAY_ENV", "").split(",") if n.strip()}
     kept = {k: v for k, v in os.environ.items()
             if (k in RAY_ENV_NAMES or k in extra or k.startswith(RAY_ENV_PREFIXES)) and k not in NOT_FOR_RAY}
-    # every Python process of the cluster imports lazily what it would spend seconds importing for nothing
-    kept["PYTHONPATH"] = os.pathsep.join(p for p in (LAZY_IMPORTS, kept.get("PYTHONPATH")) if p)
+    kept["PYTHONPATH"] = with_lazy_imports(kept.get("PYTHONPATH"))
     return {**kept, **embedded_env()}
+
+
+def with_lazy_imports(pythonpath: str | None) -> str:
+    """``pythonpath`` with :data:`LAZY_IMPORTS` first: a Python process started with it imports lazily what it
+    would spend seconds importing for nothing (every process of the embedded cluster; on any other cluster the
+    coordinator and the stage workers, through the coordinator's runtime env)."""
+    return os.pathsep.join(p for p in (LAZY_IMPORTS, pythonpath) if p)
 
 
 def embedded_env() -> dict[str, str]:

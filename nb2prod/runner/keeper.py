@@ -20,6 +20,7 @@ import time
 
 CHECK_S = 2.0
 IN_CLUSTER = "--in-cluster"
+WORKER_PYTHONPATH = "NB2PROD_WORKER_PYTHONPATH"  # set for a keeper in the cluster (see create_coordinator)
 
 
 class KeeperHost:
@@ -34,6 +35,7 @@ class KeeperHost:
         context = ray.get_runtime_context()
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_JOB_ID", "RAY_ADDRESS")}
         env["NB2PROD_NODE_IP"] = ray.util.get_node_ip_address()
+        env[WORKER_PYTHONPATH] = os.environ.get("PYTHONPATH", "")  # what this cluster's workers start with
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # the code this host runs (checked)
         logs = os.path.join(ray._private.worker.global_worker.node.get_session_dir_path(), "logs")
         with open(os.path.join(logs, f"nb2prod-keeper-{self._code}.log"), "ab") as out:

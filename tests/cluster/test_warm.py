@@ -33,11 +33,12 @@ def _ok(proc: subprocess.CompletedProcess) -> dict:
 
 
 def _reporting(directory: Path, name: str = "report.ipynb") -> Path:
-    """A one-stage notebook that writes its worker's pid and the local module's value next to itself."""
+    """A one-stage notebook that writes its worker's pid, the local module's value and whether its worker built
+    jsonschema's IRI parsers at `import ray` (nb2prod's lazy imports spare it that) next to itself."""
     return make_notebook(directory / name, [
-        ("import json, os\nfrom utils import VALUE\n"
+        ("import json, os, sys\nfrom utils import VALUE\n"
          "open(os.path.join(os.environ['OUT_DIR'], 'seen.json'), 'w').write(json.dumps("
-         "{'pid': os.getpid(), 'value': VALUE}))", ["stage:report"]),
+         "{'pid': os.getpid(), 'value': VALUE, 'parsers_built': 'lark' in sys.modules}))", ["stage:report"]),
     ])
 
 
@@ -78,10 +79,11 @@ def test_second_run_reuses_stage_worker_and_coordinator_and_sees_edited_module(t
     _ok(_run(nb, ray_start_cluster, "--env", "OUT_DIR", env=env))
     second = _seen(out)
     assert second["pid"] == first["pid"] and second["value"] == 1
+    assert not first["parsers_built"]  # the coordinator's runtime env gave its stage workers the lazy imports
     assert _coordinator_pid(ray_start_cluster) == coordinator
     (work / "utils.py").write_text("VALUE = 2\n")  # an edited local module is never run stale
     _ok(_run(nb, ray_start_cluster, "--env", "OUT_DIR", env=env))
-    assert _seen(out) == {"pid": first["pid"], "value": 2}
+    assert _seen(out) == {"pid": first["pid"], "value": 2, "parsers_built": False}
 
 
 def test_two_directories_each_get_their_own_utils(tmp_path, ray_start_cluster, out):
