@@ -258,7 +258,7 @@ class Mlops(RunHooks):
 
 
 class CacheWrites(RunHooks):
-    """Writes each successful stage's outputs to the cache in a background Ray task (off the critical path),
+    """Writes each successful stage's outputs to the cache through the cache actor (off the critical path),
     or hands them to the driver, which writes its own cache (``relay_cache``); the run ends once they are
     written, so that a rerun right after it finds them."""
 
@@ -273,9 +273,9 @@ class CacheWrites(RunHooks):
         if req.relay_cache:
             run.relay(type="cache", stage=stage, key=req.keys[stage], outputs=run.outputs[stage], entry=entry)
             return
-        from nb2prod.runner.tasks import store_outputs
+        from nb2prod.runner.tasks import cache_io
 
-        self.pending.append(store_outputs.remote(req.cache_dir, req.keys[stage], run.outputs[stage], entry))
+        self.pending.append(cache_io().store.remote(req.cache_dir, req.keys[stage], run.outputs[stage], entry))
 
     def on_run_end(self, run: RunContext, outcome: RunOutcome) -> None:
         if self.pending:

@@ -22,7 +22,7 @@ from nb2prod.contracts import SUCCESSFUL, StageError, StageResult
 from nb2prod.core.status import RunStatus, StageStatus
 from nb2prod.runner.hooks import RunContext, RunHooks, RunOutcome, call
 from nb2prod.runner.stage import StagePayload
-from nb2prod.runner.tasks import load_cached, run_stage
+from nb2prod.runner.tasks import cache_io, run_stage
 
 NODE_CHECK_S = 2.0
 BACKOFF_BASE_S = 0.5
@@ -90,7 +90,7 @@ class Orchestration:
         if producer in self.req.cached:  # put by the driver, from its own cache (relay_cache)
             outputs.setdefault(producer, self.req.cached[producer])
         elif producer not in outputs:
-            outputs[producer] = load_cached.remote(self.req.cache_dir, self.req.keys[producer])
+            outputs[producer] = cache_io().load.remote(self.req.cache_dir, self.req.keys[producer])
         return outputs[producer]
 
     def _submit_ready(self) -> None:

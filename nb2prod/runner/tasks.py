@@ -1,8 +1,9 @@
-"""The Ray tasks the coordinator submits: one stage attempt, and cache reads and writes."""
+"""What the coordinator runs on the cluster: one stage attempt (a Ray task), and cache reads and writes (an actor)."""
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from nb2prod.runner.cluster import HEAD_NODE
 from nb2prod.runner.stage import StagePayload
 
 SYSTEM_RETRIES = 2  # Ray re-runs a stage whose worker or node died, at most this often
+CACHE_IO_THREADS = 4  # cache reads and writes of parallel stages at once (each is atomic: cache.write)
 
 
 @ray.remote(num_returns=2, max_retries=SYSTEM_RETRIES, retry_exceptions=False)
@@ -47,18 +49,34 @@ def _ray_attempt() -> int:
         return 0
 
 
-@ray.remote(num_cpus=0, resources={HEAD_NODE: 0.001})
-def load_cached(directory: str, key: str) -> dict[str, Any]:
-    """Outputs of a cached stage, read (memory-mapped) from the cache into the object store (on the head node,
-    the coordinator's, which was found to see the cache: :func:`nb2prod.runner.relay.narrow`)."""
-    from nb2prod import cache
+class CacheIO:
+    """Reads and writes the stage cache on the head node (the coordinator's, which was found to see the cache:
+    :func:`nb2prod.runner.relay.narrow`). An actor, so a process of its own: as Ray tasks, cache reads and writes
+    took idle worker processes just as the next stages were submitted, and on a cluster with Ray's default
+    idle-worker policy those stages then started in fresh workers that imported their libraries again."""
 
-    return cache.load(Path(directory), key)
+    def load(self, directory: str, key: str) -> dict[str, Any]:
+        """Outputs of a cached stage, read (memory-mapped) from the cache into the object store."""
+        from nb2prod import cache
+
+        return cache.load(Path(directory), key)
+
+    def store(self, directory: str, key: str, outputs: dict[str, Any], meta: dict[str, Any]) -> int:
+        """Write one stage's outputs to the cache."""
+        from nb2prod import cache
+
+        return cache.write(Path(directory), key, outputs, meta)
 
 
-@ray.remote(num_cpus=0, resources={HEAD_NODE: 0.001})
-def store_outputs(directory: str, key: str, outputs: dict[str, Any], meta: dict[str, Any]) -> int:
-    """Write one stage's outputs to the cache (on the head node, as :func:`load_cached`)."""
-    from nb2prod import cache
+_cache_io = None
+_cache_io_lock = threading.Lock()
 
-    return cache.write(Path(directory), key, outputs, meta)
+
+def cache_io():
+    """This coordinator's :class:`CacheIO` actor (created on first use; it lives as long as the coordinator)."""
+    global _cache_io
+    with _cache_io_lock:
+        if _cache_io is None:
+            _cache_io = ray.remote(CacheIO).options(num_cpus=0, resources={HEAD_NODE: 0.001},
+                                                    max_concurrency=CACHE_IO_THREADS).remote()
+        return _cache_io
