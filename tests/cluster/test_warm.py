@@ -103,6 +103,27 @@ def test_two_directories_each_get_their_own_utils(tmp_path, ray_start_cluster, o
     assert len(pids) == 1  # one warm worker served both directories
 
 
+def test_parallel_stages_keep_their_warm_workers_while_the_cache_is_written(tmp_path, ray_start_cluster, out):
+    """Cache writes (every run writes its stages' outputs) used to be Ray tasks that took the idle warm workers
+    just as the next stages were submitted: with Ray's default idle-worker policy, parallel stages then started in
+    fresh workers (seen in half the runs of the example). The later runs' stages run in the first run's workers."""
+    log = "import os\nopen(os.path.join(os.environ['OUT_DIR'], 'pids.txt'), 'a').write(f\"{os.environ['RUN_N']} {os.getpid()}\\n\")\n"
+    nb = make_notebook(tmp_path / "diamond.ipynb", [
+        (log + "import numpy as np\ndata = np.arange(100_000)", ["stage:make"]),
+        (log + "left = float(data.sum())", ["stage:left"]),
+        (log + "right = float(data.max())", ["stage:right"]),
+        (log + "both = left + right", ["stage:join"]),
+    ])
+    for n in range(4):
+        _ok(_run(nb, ray_start_cluster, "--env", "OUT_DIR", "--env", "RUN_N",
+                 env={**_env(ray_start_cluster, out), "RUN_N": str(n)}))
+    runs: dict[str, set[str]] = {}
+    for line in (out / "pids.txt").read_text().splitlines():
+        run, pid = line.split()
+        runs.setdefault(run, set()).add(pid)
+    assert runs["2"] | runs["3"] <= runs["0"] | runs["1"], runs
+
+
 def test_short_run_does_not_wait_behind_another_clients_long_stage(tmp_path, ray_start_cluster):
     started, finished = tmp_path / "long-started", tmp_path / "long-finished"
     long_nb = make_notebook(tmp_path / "long.ipynb", [
