@@ -75,7 +75,10 @@ def logs(run_id: str, stage: str | None) -> None:
         path = run_dir(record["id"]) / "logs" / f"{name}.log"
         if not stage:
             click.secho(f"==> {name} <==", bold=True)
-        click.echo(path.read_text() if path.exists() else "", nl=False)
+        if path.exists():
+            click.echo(path.read_text(), nl=False)
+        else:  # never ran, still running, cancelled, or a detached run whose tracking server has no log yet
+            click.echo(f"({name}: no output captured; the stage is {record['stages'][name]['status']})", err=True)
 
 
 @cli.command()

@@ -78,6 +78,8 @@ class Tracker:
     def __init__(self, tracking_uri: str) -> None:
         if tracking_uri.startswith("file:") or "://" not in tracking_uri:
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        # nb2prod's own artifact transfers (a detached run's logs and notebook for `status`) draw no progress bars
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         from mlflow import MlflowClient
 
         database = sqlite_path(tracking_uri)

@@ -47,6 +47,8 @@ def test_a_started_run_whose_runner_died_is_interrupted(tmp_path, nb2prod_home):
 
     shown = CliRunner().invoke(cli, ["status", run_id])  # the run's own error, not only its stages'
     assert shown.exit_code == 0 and "error: Interrupted: the runner process stopped" in shown.output
+    logged = CliRunner().invoke(cli, ["logs", run_id, "slow"])
+    assert logged.exit_code == 0 and "(slow: no output captured; the stage is " in logged.output
 
 
 def test_a_notebook_mode_runner_that_died_is_interrupted(tmp_path, nb2prod_home):
