@@ -82,7 +82,9 @@ def scheduler_process(*args, env=None):
 
 
 def test_pipeline_mode_catchup_latest_parent_and_stage_runs_with_rendered_parameters(quick_nb, mlflow_client):
-    now = utcnow()  # a pinned clock: a wall clock could cross the hour mid-test and add a sixth, due fire
+    # a pinned clock, half past an hour: a wall clock could cross the hour mid-test and add a due fire, and a test
+    # started just after the hour would have that hour's fire on time (run as well as the latest missed one)
+    now = utcnow().replace(minute=30, second=0, microsecond=0)
     schedules.add("latest", str(quick_nb), "0 * * * *", catchup="latest",
                   parameters={"day": "{{ scheduled_time - 1d:%Y-%m-%d }}", "n": "5"},
                   now=now - timedelta(hours=5, minutes=1))
