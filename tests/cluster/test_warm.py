@@ -106,12 +106,12 @@ def test_two_directories_each_get_their_own_utils(tmp_path, ray_start_cluster, o
 def test_parallel_stages_keep_their_warm_workers_while_the_cache_is_written(tmp_path, ray_start_cluster, out):
     """Cache writes (every run writes its stages' outputs) used to be Ray tasks that took the idle warm workers
     just as the next stages were submitted: with Ray's default idle-worker policy, parallel stages then started in
-    fresh workers (seen in half the runs of the example). The later runs' stages run in the first run's workers."""
+    fresh workers (seen in half the runs of the example). The later runs' stages run in the first runs' workers."""
     log = "import os\nopen(os.path.join(os.environ['OUT_DIR'], 'pids.txt'), 'a').write(f\"{os.environ['RUN_N']} {os.getpid()}\\n\")\n"
     nb = make_notebook(tmp_path / "diamond.ipynb", [
         (log + "import numpy as np\ndata = np.arange(100_000)", ["stage:make"]),
-        (log + "left = float(data.sum())", ["stage:left"]),
-        (log + "right = float(data.max())", ["stage:right"]),
+        (log + "import time\ntime.sleep(1.5)\nleft = float(data.sum())", ["stage:left"]),  # in parallel: two workers
+        (log + "import time\ntime.sleep(1.5)\nright = float(data.max())", ["stage:right"]),
         (log + "both = left + right", ["stage:join"]),
     ])
     for n in range(4):
