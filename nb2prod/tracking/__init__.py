@@ -41,6 +41,7 @@ def stage_store(store_uri: str | None = None, artifact_uri: str | None = None):
 
 
 _WAL_DATABASES: set[str] = set()
+_WAL_LOCK = threading.Lock()
 
 
 def _commit_without_fsync(database: Path) -> None:
@@ -65,9 +66,6 @@ def _commit_without_fsync(database: Path) -> None:
             if path and os.path.realpath(path) in _WAL_DATABASES:
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.execute("PRAGMA synchronous=NORMAL")
-
-
-_WAL_LOCK = threading.Lock()
 
 
 class Tracker:
