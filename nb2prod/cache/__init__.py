@@ -129,8 +129,9 @@ def lookup(directory: Path, key: str) -> dict[str, Any] | None:
     return meta
 
 
-def write(directory: Path, key: str, outputs: dict[str, Any], meta: dict[str, Any]) -> int:
-    """Store ``outputs`` under ``key`` atomically, then evict beyond the size bound; returns bytes written."""
+def write(directory: Path, key: str, outputs: dict[str, Any], meta: dict[str, Any], evict_after: bool = True) -> int:
+    """Store ``outputs`` under ``key`` atomically, then (``evict_after``) evict beyond the size bound; returns
+    bytes written."""
     import cloudpickle
 
     final = _entry(directory, key)
@@ -161,7 +162,8 @@ def write(directory: Path, key: str, outputs: dict[str, Any], meta: dict[str, An
     except OSError:  # another writer won the race
         shutil.rmtree(tmp, ignore_errors=True)
         return 0
-    evict(directory, max_bytes())
+    if evict_after:
+        evict(directory, max_bytes())
     return size
 
 

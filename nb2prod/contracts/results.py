@@ -63,6 +63,7 @@ class StageResult:
     profiles: dict[str, Any] | None = None  # monitor:VAR -> data profile (drift)
     models: dict[str, Any] | None = None  # register:VAR -> packed model
     logged: dict[str, Any] | None = None  # stage code's own MLflow calls, kept by nb2prod.tracking.stagestore
+    stored: bool = False  # its worker wrote its outputs to the stage cache
 
     @classmethod
     def failed(cls, error: StageError, **kw: Any) -> "StageResult":

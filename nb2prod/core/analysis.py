@@ -63,6 +63,29 @@ def analyze(code: str) -> CellFlow:
     return flow
 
 
+def imported_modules(code: str) -> set[str]:
+    """The absolute modules the (magic-free) code of a cell imports as it runs: ``import a.b`` gives ``a.b``,
+    ``from a.b import c`` gives ``a.b`` and ``a.b.c`` (``c`` may be a submodule); imports inside functions and
+    classes, relative imports and code that does not parse give none."""
+    try:
+        tree = ast.parse(code)
+    except UNPARSABLE:
+        return set()
+    modules: set[str] = set()
+    pending: list[ast.AST] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module:
+                modules.add(node.module)
+                modules.update(f"{node.module}.{alias.name}" for alias in node.names if alias.name != "*")
+        elif not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            pending.extend(ast.iter_child_nodes(node))
+    return modules
+
+
 def is_blank(code: str) -> bool:
     """True when the code has no statements (only comments, or magics that were dropped)."""
     try:

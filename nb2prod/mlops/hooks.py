@@ -24,8 +24,8 @@ DEFAULT_ALIAS = "champion"
 class MlopsHooks:
     """One run's registration, drift and gate state inside the coordinator."""
 
-    def __init__(self, request, client) -> None:
-        self.req, self.client, self.spec = request, client, request.spec
+    def __init__(self, request, tracker) -> None:
+        self.req, self.tracker, self.spec = request, tracker, request.spec
         self.gates = parse_gates([*self.spec.gates, *request.gates])
         self.registered: list[dict[str, Any]] = []
         self.drift: dict[str, dict[str, Any]] = {}  # VAR -> drift.compare result
@@ -34,6 +34,11 @@ class MlopsHooks:
         self.failure: dict[str, Any] | None = None  # DriftDetected under --fail-on-drift
         self.problems: list[str] = []  # registrations that failed (shown in the promotion's reason)
         self.monitored = {v: s.name for s in self.spec.stages.values() for v in s.monitor}
+
+    @property
+    def client(self):
+        """The tracker's MLflow client (mlflow imported on first use, on the MLflow writer)."""
+        return self.tracker.client
 
     # --- start ---------------------------------------------------------------------
     def start(self, experiment_id: str, parent: str) -> None:

@@ -154,8 +154,10 @@ def is_embedded(address: str) -> bool:
 
 
 def start(num_cpus: int | None = None, num_gpus: int | None = None,
-          resources: dict[str, float] | None = None) -> str:
-    """Start the embedded cluster if it is not up; return its address."""
+          resources: dict[str, float] | None = None, warm: dict[str, Any] | None = None) -> str:
+    """Start the embedded cluster if it is not up; return its address. Its keeper warms a stage worker with
+    ``warm`` (:func:`nb2prod.runner.keeper.warm_hint`)."""
+    from nb2prod.runner.raystart import LEAN
     from nb2prod.runner.spawn import spawn_detached
 
     with _lock():
@@ -166,7 +168,7 @@ def start(num_cpus: int | None = None, num_gpus: int | None = None,
         if left:  # a cluster that died half-way: what is left of it goes before a new one starts
             _terminate(_processes(left))
         port = _free_port()
-        cmd = [sys.executable, "-m", "nb2prod.runner.raystart", "start", "--head", f"--node-ip-address={LOOPBACK}",
+        cmd = [sys.executable, "-m", "nb2prod.runner.raystart", "start", LEAN, "--head", f"--node-ip-address={LOOPBACK}",
                f"--port={port}", *agent_ports(),
                "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={_temp_dir()}",
                # no autoscaler for a fixed local cluster, no log forwarding (stage output travels through nb2prod)
@@ -192,7 +194,8 @@ def start(num_cpus: int | None = None, num_gpus: int | None = None,
             tail = "\n".join(log.read_text().strip().splitlines()[-5:])
             raise Nb2ProdError(f"could not start the local Ray cluster (log: {log}):\n{tail}")
         address = f"{LOOPBACK}:{port}"
-        sessions.append(spawn_detached([sys.executable, "-m", "nb2prod.runner.keeper", _temp_dir()],
+        sessions.append(spawn_detached([sys.executable, "-m", "nb2prod.runner.keeper", _temp_dir(),
+                                        *([json.dumps(warm)] if warm else [])],
                                        cluster_dir() / "keeper.log",
                                        env=env))  # the keeper leads a session of its own
         write_private(cluster_dir() / "cluster.json", json.dumps(
@@ -270,15 +273,16 @@ def without_serialization_addons() -> None:
 _SERIALIZATION_ADDONS = True
 
 
-def connect(address: str | None = None) -> str:
-    """Connect this process to Ray: ``address``, else ``RAY_ADDRESS``, else the embedded cluster."""
+def connect(address: str | None = None, warm: dict[str, Any] | None = None) -> str:
+    """Connect this process to Ray: ``address``, else ``RAY_ADDRESS``, else the embedded cluster (started, with
+    ``warm`` for its keeper, if it is not up)."""
     address = address or os.environ.get("RAY_ADDRESS")
     extra: dict[str, Any] = {}
     state = _state()
     embedded = not address or bool(state and state["address"] == address)
     if embedded:
         os.environ.update(embedded_env())
-        address = start()
+        address = start(warm=warm)
         extra["_node_ip_address"] = LOOPBACK  # else Ray may resolve 127.0.0.1 to the external IP and hang
     elif os.environ.get("NB2PROD_NODE_IP"):  # a keeper in the cluster: its own node (clients: Ray finds theirs)
         extra["_node_ip_address"] = os.environ["NB2PROD_NODE_IP"]

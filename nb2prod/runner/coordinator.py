@@ -64,13 +64,14 @@ class RunState:
 class Coordinator:
     """Actor body; see :func:`get_coordinator`."""
 
-    def __init__(self) -> None:
+    def __init__(self, tracking_uri: str | None = None) -> None:
         self._code = code_fingerprint()
         self._runs: dict[str, RunState] = {}
         self._trackers: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._active = 0  # runs being orchestrated now
         self._last_end = 0.0
+        threading.Thread(target=_preload, args=(tracking_uri,), name="preload", daemon=True).start()
 
     @ray.method(concurrency_group="control")
     def ready(self) -> bool:
@@ -172,6 +173,17 @@ class Coordinator:
             state.emit(RunEvent(EventKind.LOG, stage=stage, stream=stream, text=text))
 
 
+def _preload(tracking_uri: str | None) -> None:
+    """MLflow imported (and the embedded cluster's default store opened) while the coordinator waits for its
+    first run (see :func:`nb2prod.tracking.preload`)."""
+    from nb2prod.tracking import preload
+
+    try:
+        preload(tracking_uri)
+    except Exception:  # noqa: BLE001 - only a head start: the first run reports a broken MLflow
+        pass
+
+
 def code_fingerprint() -> str:
     """Hash of nb2prod's own source: a coordinator never runs stale nb2prod code."""
     digest = hashlib.sha256()
@@ -193,13 +205,13 @@ def code_version(fingerprint: str | None = None) -> dict[str, str]:
     return {"version": __version__, "code": fingerprint or code_fingerprint()}
 
 
-def get_coordinator(embedded: bool = False):
+def get_coordinator(embedded: bool = False, warm: dict[str, Any] | None = None):
     """The cluster's coordinator for this nb2prod code, checked to run the same code as this client.
 
     A keeper (a never-ending driver, :mod:`nb2prod.runner.keeper`) creates it, so that its stage workers
     stay warm across clients: on the embedded cluster the keeper starts with the cluster; on any other
     cluster the first client launches one inside the cluster. A client creates the coordinator itself
-    only if no keeper brings it up in time.
+    only if no keeper brings it up in time. ``warm``: what a keeper launched here warms a stage worker with.
     """
     fingerprint = code_fingerprint()
     name = coordinator_name(fingerprint)
@@ -208,7 +220,7 @@ def get_coordinator(embedded: bool = False):
         if not embedded:
             from nb2prod.runner.keeper import launch
 
-            launch(fingerprint)
+            launch(fingerprint, warm)
         deadline = time.time() + KEEPER_WAIT_S
         while actor is None and time.time() < deadline:
             time.sleep(0.05)
@@ -218,8 +230,9 @@ def get_coordinator(embedded: bool = False):
     return actor
 
 
-def create_coordinator(name: str):
+def create_coordinator(name: str, tracking_uri: str | None = None):
     """Create (detached, on the head node) the coordinator named ``name`` unless it exists; retire stale ones.
+    ``tracking_uri``: a store it opens ahead of its first run (the embedded cluster's default).
     Created by a keeper in a cluster nb2prod did not start, it and the stage workers it starts (which inherit
     its runtime env) get nb2prod's lazy imports on their PYTHONPATH, as the embedded cluster's processes do:
     ~2.5 s of CPU less for every fresh worker."""
@@ -232,7 +245,7 @@ def create_coordinator(name: str):
     actor = ray.remote(concurrency_groups=groups)(Coordinator).options(
         name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0,
         resources={HEAD_NODE: 0.001},  # on the head node: losing a worker node never loses the coordinator
-        max_restarts=-1, runtime_env=runtime_env).remote()
+        max_restarts=-1, runtime_env=runtime_env).remote(tracking_uri)
     retire_stale(name)
     return actor
 

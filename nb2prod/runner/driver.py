@@ -27,10 +27,10 @@ def drive(request, ray_address: str | None, observer: Observer | None = None) ->
     """Run ``request`` (a RunRequest) on the cluster and return the coordinator's result."""
     from nb2prod.runner.cluster import connect
 
-    creating = _create_tracking_store_meanwhile(request.tracking_uri, ray_address)
-    address = connect(ray_address)  # before importing ray: it sets the embedded env
-    if creating:
-        creating.join()
+    from nb2prod.runner.keeper import warm_hint
+
+    warm = warm_hint(request)  # for a cluster that comes up now
+    address = connect(ray_address, warm)  # before importing ray: it sets the embedded env
     import ray
 
     from nb2prod.runner.cluster import is_embedded
@@ -39,7 +39,7 @@ def drive(request, ray_address: str | None, observer: Observer | None = None) ->
 
     if request.ship:
         request.ship.upload()  # once per content: an unchanged directory is not sent again
-    coordinator = get_coordinator(embedded=is_embedded(address))
+    coordinator = get_coordinator(embedded=is_embedded(address), warm=warm)
     narrow(request, coordinator)
     if request.relay_cache:
         put_hits(request)
@@ -68,35 +68,6 @@ def drive(request, ray_address: str | None, observer: Observer | None = None) ->
     return result
 
 
-def _create_tracking_store_meanwhile(tracking_uri: str, ray_address: str | None) -> threading.Thread | None:
-    """On a cold start (the embedded cluster is not up yet), create a new SQLite MLflow store while the cluster
-    starts: its schema migrations take seconds, which the coordinator would otherwise spend after it."""
-    from nb2prod.runner import cluster
-    from nb2prod.tracking import sqlite_path
-
-    database = sqlite_path(tracking_uri)
-    if ray_address or os.environ.get("RAY_ADDRESS") or database is None or database.exists() \
-            or cluster.status() is not None:
-        return None
-
-    def create() -> None:
-        import logging
-
-        from nb2prod.tracking import Tracker
-
-        for name in ("mlflow", "alembic"):  # their schema-migration notices are not the user's business
-            logging.getLogger(name).setLevel(logging.ERROR)
-
-        try:
-            Tracker(tracking_uri).client.search_experiments(max_results=1)
-        except Exception:  # noqa: BLE001 - only a head start: the coordinator reports real store errors
-            pass
-
-    thread = threading.Thread(target=create, name="mlflow-store", daemon=True)
-    thread.start()
-    return thread
-
-
 def _keep_alive(coordinator, run_id: str, stop: threading.Event) -> None:
     """Tell the coordinator that this client is alive while the loop of :func:`_follow` is busy: replaying
     relayed MLflow writes can outlast the coordinator's client timeout on a loaded machine."""
@@ -113,13 +84,13 @@ def _follow(request, coordinator, ref, interrupted: threading.Event, observer: O
     while True:
         done, _ = ray.wait([ref], timeout=POLL_S)
         events, cursor = ray.get(coordinator.poll.remote(request.run_id, cursor))
-        for event in events:
-            if replay.handle(event):
-                continue
-            event = replay.real(event)
-            record_event(request.run_id, event)
-            if observer:
-                observer(event)
+        mirrored = [replay.real(event) for event in events if not replay.handle(event)]
+        if mirrored:
+            with store.batch():  # one transaction per poll
+                for event in mirrored:
+                    record_event(request.run_id, event)
+        for event in mirrored if observer else ():
+            observer(event)
         if done:
             return
         now = time.time()

@@ -113,16 +113,14 @@ def default_hooks(request, tracker) -> list[RunHooks]:
     from nb2prod.mlops import hooks as mlops
 
     tracking = Tracking(tracker)
-    mlops_hook = [Mlops(mlops.MlopsHooks(request, tracker.client), tracking)] \
+    mlops_hook = [Mlops(mlops.MlopsHooks(request, tracker), tracking)] \
         if mlops.enabled(request.spec, request) else []
     return [OutputNotebook(), *mlops_hook, tracking, CacheWrites(), EventStream()]
 
 
 class EventStream(RunHooks):
-    """Streams the run's progress as :class:`RunEvent`\ s (the driver mirrors them into the run store)."""
-
-    def on_run_start(self, run: RunContext) -> None:
-        run.emit(RunEvent(EventKind.RUN, mlflow_run_id=run.mlflow_run_id, experiment_id=run.experiment_id))
+    """Streams the run's progress as :class:`RunEvent`\ s (the driver mirrors them into the run store); the MLflow
+    ids (``RUN``, ``STAGE_MLFLOW``) come from :class:`Tracking` once the runs exist."""
 
     def on_stage_start(self, run: RunContext, stage: str, payload: Any) -> None:
         run.emit(RunEvent(EventKind.QUEUED, stage=stage, attempt=run.attempts[stage],
@@ -149,19 +147,40 @@ class EventStream(RunHooks):
 
 
 class Tracking(RunHooks):
-    """MLflow through one Tracker: a parent run per run and, with ``stage_runs``, a child run per stage. Writes
-    go to one ordered writer thread, off the DAG loop's critical path."""
+    """MLflow through one Tracker: a parent run per run and, with ``stage_runs``, a child run per stage. Every
+    write, the parent run's creation included, goes to one ordered writer thread, off the DAG loop's critical
+    path: the first stages start while a new coordinator still imports MLflow or creates the store. The
+    ``RUN`` event says when the parent run exists; a failure to create it ends the run at the next hook."""
 
     def __init__(self, tracker, stage_runs: bool = True) -> None:
         self.tracker, self.stage_runs = tracker, stage_runs
         self.children: dict[str, Future] = {}
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
+        self.parent: Future | None = None
 
     def on_run_start(self, run: RunContext) -> None:
-        run.experiment_id = self.tracker.experiment_id(run.experiment)
-        run.mlflow_run_id = self.tracker.start_run(run.experiment_id, run.name, run.tags, params=run.params)
+        def start() -> None:
+            run.experiment_id = self.tracker.experiment_id(run.experiment)
+            run.mlflow_run_id = self.tracker.start_run(run.experiment_id, run.name, run.tags, params=run.params)
+            run.emit(RunEvent(EventKind.RUN, mlflow_run_id=run.mlflow_run_id, experiment_id=run.experiment_id))
+
+        self.parent = self.writer.submit(start)
+
+    def started(self) -> bool:
+        """Wait for the parent run's creation; whether it exists."""
+        return self.parent is not None and self.parent.exception() is None
+
+    def require(self) -> None:
+        """Wait for the parent run; raise what creating it raised."""
+        self.parent.result()
+
+    def _check(self) -> None:
+        """Raise, in the DAG loop, what creating the parent run raised."""
+        if self.parent is not None and self.parent.done():
+            self.parent.result()
 
     def on_stage_start(self, run: RunContext, stage: str, payload: Any) -> None:
+        self._check()
         if not self.stage_runs:
             return
         if stage not in self.children:
@@ -176,6 +195,7 @@ class Tracking(RunHooks):
                 else {"tracking_uri": self.tracker.uri, "run_id": self.children[stage].result()}
 
     def on_stage_end(self, run: RunContext, stage: str, result: StageResult) -> None:
+        self._check()
         if not self.stage_runs:
             return
         if result.status == StageStatus.CACHED.value:
@@ -188,7 +208,6 @@ class Tracking(RunHooks):
         if result.status == StageStatus.SKIPPED.value or stage not in self.children:
             return  # never submitted (skipped, or no node could run it): no run to end
         status = StageStatus(result.status)
-        metrics = {**result.metrics, **run.stage_metrics.get(stage, {}), "nb2prod.duration_s": result.duration_s or 0.0}
         tags = {"nb2prod.status": status.value, "nb2prod.attempts": str(run.attempts[stage])}
         if result.error:
             tags["nb2prod.error"] = json.dumps({k: v for k, v in result.error.to_dict().items() if k != "traceback"})
@@ -197,8 +216,12 @@ class Tracking(RunHooks):
         if result.logged:
             logged = result.logged
             self.write(stage, lambda child: self.tracker.log_recorded(child, logged))
-        self.write(stage, lambda child: self.tracker.end_run(child, status.mlflow_status, metrics, tags,
-                                                             texts=texts, files=files))
+        def end(child: str) -> None:  # on the writer: the stage's drift metrics are compared by then
+            metrics = {**result.metrics, **run.stage_metrics.get(stage, {}),
+                       "nb2prod.duration_s": result.duration_s or 0.0}
+            self.tracker.end_run(child, status.mlflow_status, metrics, tags, texts=texts, files=files)
+
+        self.write(stage, end)
 
     def on_run_end(self, run: RunContext, outcome: RunOutcome) -> None:
         from nb2prod.tracking import environment_tags, pip_freeze
@@ -206,6 +229,7 @@ class Tracking(RunHooks):
         texts = {**outcome.texts, "requirements.txt": pip_freeze()}
         texts.update({f"logs/{n}.log": r.log for n, r in run.results.items() if r.log})
         self.drain()  # every stage run written before the parent ends
+        self.require()
         self.tracker.end_run(run.mlflow_run_id, outcome.status.mlflow_status, outcome.metrics,
                              {"nb2prod.status": outcome.status.value, **environment_tags()}, texts=texts)
 
@@ -219,6 +243,7 @@ class Tracking(RunHooks):
 
     def _child(self, run: RunContext, stage: str, tags: dict[str, str]) -> None:
         def create() -> str:
+            self.require()  # never a stage run without its parent
             child = self.tracker.start_run(run.experiment_id, stage, tags, parent=run.mlflow_run_id)
             run.emit(RunEvent(EventKind.STAGE_MLFLOW, stage=stage, mlflow_run_id=child))
             return child
@@ -227,47 +252,78 @@ class Tracking(RunHooks):
 
 
 class Mlops(RunHooks):
-    """Registration, drift and gates (:class:`nb2prod.mlops.hooks.MlopsHooks`) as a hook: reference profiles
-    load before the first stage, drift is compared as a monitoring stage ends (under --fail-on-drift its
-    consumers are skipped and the run fails), profiles and models are logged on the stage's run by the
-    tracking writer, gates and promotion run on the parent's metrics at the end."""
+    """Registration, drift and gates (:class:`nb2prod.mlops.hooks.MlopsHooks`) as a hook, on the tracking writer
+    where it can: reference profiles load as the first stage starts, drift is compared once a monitoring stage
+    ended (in the DAG loop under --fail-on-drift, which waits for the references: its consumers are skipped and
+    the run fails), profiles and models are logged on the stage's run, gates and promotion run on the parent's
+    metrics at the end."""
 
     def __init__(self, mlops, tracking: Tracking) -> None:
         self.mlops, self.tracking = mlops, tracking
-        self.started = False
+        self.loaded: Future | None = None  # the reference profiles, loading on the MLflow writer
+        self.compared: list[Future] = []  # drift comparisons on the writer
 
     def on_stage_start(self, run: RunContext, stage: str, payload: Any) -> None:
-        if not self.started:  # after every hook's on_run_start: the parent run exists
-            self.started = True
-            self.mlops.start(run.experiment_id, run.mlflow_run_id)
+        if self.loaded is None:  # on the writer, after the parent run's creation
+            self.loaded = self.tracking.writer.submit(lambda: self.mlops.start(run.experiment_id, run.mlflow_run_id))
 
     def on_stage_end(self, run: RunContext, stage: str, result: StageResult) -> None:
+        if self.loaded is not None and self.loaded.done():
+            self.loaded.result()  # raises what loading the reference profiles raised
         if result.status != StageStatus.DONE.value:
             return
-        run.skip.update(self.mlops.stage_done(stage, {"profiles": result.profiles}))
-        run.failure = self.mlops.failure
-        run.stage_metrics[stage] = self.mlops.stage_metrics(stage)
-        logged = {"profiles": result.profiles, "models": result.models}
+        profiles = result.profiles
+
+        def compare() -> None:
+            run.skip.update(self.mlops.stage_done(stage, {"profiles": profiles}))
+            run.failure = self.mlops.failure
+            run.stage_metrics[stage] = self.mlops.stage_metrics(stage)
+
+        if profiles and self.mlops.req.fail_on_drift:
+            self.loaded.result()  # its consumers wait for the verdict
+            compare()
+        elif profiles:  # on the writer, after the references load and before the stage's run ends
+            self.compared.append(self.tracking.writer.submit(compare))
+        logged = {"profiles": profiles, "models": result.models}
         result.profiles = result.models = None
         self.tracking.write(stage, lambda child: self.mlops.stage_logged(stage, logged, child, run.mlflow_run_id))
 
     def on_run_end(self, run: RunContext, outcome: RunOutcome) -> None:
-        self.tracking.drain()  # every model registered before the gates decide
+        self.tracking.drain()  # every model registered and every drift compared before the gates decide
+        self.tracking.require()
+        for future in [self.loaded, *self.compared]:
+            if future is not None:
+                future.result()
+        outcome.metrics.update({k: v for n in run.spec.stages for k, v in run.stage_metrics.get(n, {}).items()})
         metrics = {k: float(v) for k, v in outcome.metrics.items()}  # as the parent run holds them
         outcome.checks.update(self.mlops.finish(run.mlflow_run_id, metrics, outcome.status is RunStatus.DONE))
 
 
 class CacheWrites(RunHooks):
-    """Writes each successful stage's outputs to the cache through the cache actor (off the critical path),
-    or hands them to the driver, which writes its own cache (``relay_cache``); the run ends once they are
-    written, so that a rerun right after it finds them."""
+    """Each successful stage's outputs go to the cache: written by the stage's own worker when it runs on the
+    coordinator's node (which sees the cache), else through the cache actor, off the critical path; or handed to
+    the driver, which writes its own cache (``relay_cache``). The run ends once they are written, so that a
+    rerun right after it finds them; then the cache is bounded (eviction, by the cache actor)."""
 
     def __init__(self) -> None:
         self.pending: list[Any] = []
+        self.node: str | None = None
+
+    def on_stage_start(self, run: RunContext, stage: str, payload: Any) -> None:
+        req = run.request
+        if req.cache_dir and stage in req.keys and not req.relay_cache:
+            if self.node is None:
+                import ray
+
+                self.node = ray.get_runtime_context().get_node_id()
+            payload.cache = {"directory": req.cache_dir, "key": req.keys[stage], "node": self.node}
 
     def on_stage_end(self, run: RunContext, stage: str, result: StageResult) -> None:
         req = run.request
         if result.status != StageStatus.DONE.value or not req.cache_dir or stage not in req.keys:
+            return
+        if result.stored:
+            self.pending.append(None)
             return
         entry = {"stage": stage, "run_id": req.run_id, "metrics": result.metrics, "cells": result.cells}
         if req.relay_cache:
@@ -278,10 +334,16 @@ class CacheWrites(RunHooks):
         self.pending.append(cache_io().store.remote(req.cache_dir, req.keys[stage], run.outputs[stage], entry))
 
     def on_run_end(self, run: RunContext, outcome: RunOutcome) -> None:
-        if self.pending:
-            import ray
+        if not self.pending:
+            return
+        import ray
 
-            ray.wait(self.pending, num_returns=len(self.pending), timeout=CACHE_WRITE_WAIT_S)
+        from nb2prod.runner.tasks import cache_io
+
+        writes = [ref for ref in self.pending if ref is not None]
+        if writes:
+            ray.wait(writes, num_returns=len(writes), timeout=CACHE_WRITE_WAIT_S)
+        cache_io().evict.remote(run.request.cache_dir)
 
 
 class OutputNotebook(RunHooks):

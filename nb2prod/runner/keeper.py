@@ -13,10 +13,14 @@ warm across `nb2prod run` processes and across clients.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
 
 CHECK_S = 2.0
 IN_CLUSTER = "--in-cluster"
@@ -26,7 +30,7 @@ WORKER_PYTHONPATH = "NB2PROD_WORKER_PYTHONPATH"  # set for a keeper in the clust
 class KeeperHost:
     """Detached actor body: runs the keeper driver for this cluster as a child process of its worker."""
 
-    def __init__(self) -> None:
+    def __init__(self, warm: dict[str, Any] | None = None) -> None:
         import ray
 
         from nb2prod.runner.coordinator import code_fingerprint
@@ -40,8 +44,8 @@ class KeeperHost:
         logs = os.path.join(ray._private.worker.global_worker.node.get_session_dir_path(), "logs")
         with open(os.path.join(logs, f"nb2prod-keeper-{self._code}.log"), "ab") as out:
             self._proc = subprocess.Popen([sys.executable, "-m", "nb2prod.runner.keeper", IN_CLUSTER,
-                                           context.gcs_address], env=env, stdin=subprocess.DEVNULL,
-                                          stdout=out, stderr=subprocess.STDOUT)
+                                           context.gcs_address, *([json.dumps(warm)] if warm else [])], env=env,
+                                          stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
 
     def version(self) -> dict[str, str]:
         from nb2prod.runner.coordinator import code_version
@@ -49,8 +53,9 @@ class KeeperHost:
         return code_version(self._code)
 
 
-def launch(fingerprint: str) -> None:
-    """Make sure a keeper for this nb2prod code runs in the connected cluster (checked to run our code)."""
+def launch(fingerprint: str, warm: dict[str, Any] | None = None) -> None:
+    """Make sure a keeper for this nb2prod code runs in the connected cluster (checked to run our code); a new
+    one warms a stage worker with ``warm`` (:func:`warm_hint`)."""
     import ray
 
     from nb2prod.runner.cluster import HEAD_NODE, NAMESPACE
@@ -58,23 +63,57 @@ def launch(fingerprint: str) -> None:
 
     host = ray.remote(KeeperHost).options(
         name=f"keeper-{fingerprint}", namespace=NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0,
-        resources={HEAD_NODE: 0.001}, max_restarts=-1).remote()
+        resources={HEAD_NODE: 0.001}, max_restarts=-1).remote(warm)
     check_version(host, code_version(fingerprint), "keeper")
+
+
+def warm_hint(request) -> dict[str, Any] | None:
+    """What the keeper of a cluster that is just coming up warms stage workers with, while the first run gets under
+    way (the coordinator importing MLflow, the client connecting): the modules the run's stages import, where its
+    notebook's own modules are (never imported ahead), and how many stages run at once (the widest level of the
+    DAG): the first stage starts in a fresh worker anyway, the workers of the stages beside it are warmed. None for
+    a chain of stages."""
+    from nb2prod.core.analysis import imported_modules
+
+    spec = request.spec
+    depth: dict[str, int] = {}
+    for name, stage in spec.stages.items():  # notebook order: upstream first
+        depth[name] = 1 + max((depth[u] for u in stage.upstream), default=0)
+    width = max(Counter(depth.values()).values(), default=0)
+    if width < 2:
+        return None
+    cells = {i for stage in spec.stages.values() for i in stage.cells} | set(spec.setup_cells)
+    return {"modules": sorted({m for i in cells for m in imported_modules(spec.cells[i].source)}), "width": width,
+            "dir": str(Path(spec.notebook).parent), "ship": request.ship.key if request.ship else None}
 
 
 def main() -> None:
     in_cluster = sys.argv[1] == IN_CLUSTER
-    # embedded: argv[1] is the cluster's temp dir, which marks this process as part of the cluster for `stop`
+    # embedded: argv[1] is the cluster's temp dir, which marks this process as part of the cluster for `stop`;
+    # then, for a keeper that comes up with its cluster, the warm_hint() of the run that started it
+    args = sys.argv[3:] if in_cluster else sys.argv[2:]
+    warm = json.loads(args[0]) if args else None
     from nb2prod.runner.cluster import connect
 
     connect(sys.argv[2] if in_cluster else None)
     import ray
 
     from nb2prod.runner.coordinator import code_fingerprint, coordinator_name, create_coordinator, retire_stale
+    from nb2prod.runner.tasks import warm_worker
 
     running = code_fingerprint()
     host = os.getppid()
-    ray.get(create_coordinator(coordinator_name(running)).ready.remote())
+    if in_cluster:
+        store = None  # clients name their own tracking stores
+    else:
+        from nb2prod.home import default_tracking_uri
+
+        store = default_tracking_uri()  # the embedded cluster's users' default
+    coordinator = create_coordinator(coordinator_name(running), store)
+    if warm:  # a fresh worker runs the first stage: warm those that run beside it
+        for _ in range(min(warm["width"], int(ray.cluster_resources().get("CPU", 1))) - 1):
+            warm_worker.remote(warm["modules"], warm["dir"], warm["ship"])
+    ray.get(coordinator.ready.remote())
     draining = True
     while code_fingerprint() == running:  # nb2prod upgraded: restart with the new code
         if in_cluster and os.getppid() != host:
@@ -87,7 +126,7 @@ def main() -> None:
         time.sleep(CHECK_S)
     if in_cluster:
         return  # the next client of the new code launches a keeper for it
-    os.execv(sys.executable, [sys.executable, "-m", "nb2prod.runner.keeper", *sys.argv[1:]])
+    os.execv(sys.executable, [sys.executable, "-m", "nb2prod.runner.keeper", sys.argv[1]])
 
 
 if __name__ == "__main__":

@@ -61,12 +61,14 @@ def main(run_id: str, request: dict[str, Any]) -> int:
     run = RunContext(run_id, notebook.stem, options.get("experiment") or notebook.stem, tags,
                      secret.stored_parameters(parameters, secrets), lambda event: record_event(run_id, event),
                      attempts={STAGE: 1})
-    status, error, hooks = RunStatus.DONE, None, []
+    status, error, hooks, tracking = RunStatus.DONE, None, [], None
     try:
         tracker = Tracker(options.get("tracking_uri") or default_tracking_uri())
         store.update_run(run_id, tracking_uri=tracker.uri)
-        hooks = [Tracking(tracker, stage_runs=False), EventStream()]
+        tracking = Tracking(tracker, stage_runs=False)
+        hooks = [tracking, EventStream()]
         call(hooks, "on_run_start", run)
+        tracking.require()  # a store that cannot be written fails the run before the notebook runs
         call(hooks, "on_stage_start", run, STAGE, None)
         run.emit(RunEvent(EventKind.RUNNING, stage=STAGE, attempt=1, started_at=time.time()))
         try:
@@ -93,7 +95,7 @@ def main(run_id: str, request: dict[str, Any]) -> int:
         _stop_group()
         _mask_output(output, hidden)
         store.update_stage(run_id, STAGE, status=StageStatus.CANCELLED.value, ended_at=store.now())
-        if run.mlflow_run_id:  # the MLflow run ends KILLED, with what the notebook wrote so far
+        if tracking and tracking.started():  # the MLflow run ends KILLED, with what the notebook wrote so far
             call(hooks, "on_run_end", run, RunOutcome(status, time.time(), None, {}))
     except Exception as exc:  # noqa: BLE001 - the tracking store, say: the run ends failed with the reason
         status, error = RunStatus.FAILED, StageError(type(exc).__name__, mask(str(exc), hidden)[:2000])

@@ -268,8 +268,7 @@ class Orchestration:
                       if self.status[n] is StageStatus.FAILED and r.error), None)
         if error is None and status is RunStatus.FAILED:
             error = self.run.failure
-        metrics = {k: v for r in results.values() for k, v in r.metrics.items()}
-        metrics.update({k: v for n in self.spec.stages for k, v in self.run.stage_metrics.get(n, {}).items()})
+        metrics = {k: v for r in results.values() for k, v in r.metrics.items()}  # hooks add theirs (drift)
         outcome = RunOutcome(status, time.time(), error, metrics,
                              {"pipeline.json": json.dumps(self.spec.to_dict(include_code=True), indent=1)})
         call(self.hooks, "on_run_end", self.run, outcome)

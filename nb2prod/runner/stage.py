@@ -53,6 +53,7 @@ class StagePayload:
     register: dict[str, str] = field(default_factory=dict)  # variable -> model name (packed here)
     monitor: list[str] = field(default_factory=list)  # variables profiled here
     ship: str | None = None  # content hash of the shipped notebook directory (see runner.shipping)
+    cache: dict[str, str] | None = None  # directory, key, node: the worker writes the cache when on that node
 
 
 class _Tee(io.TextIOBase):

@@ -1,4 +1,5 @@
-"""What the coordinator runs on the cluster: one stage attempt (a Ray task), and cache reads and writes (an actor)."""
+"""What the coordinator runs on the cluster: one stage attempt (a Ray task), warming a stage worker (a Ray task),
+and cache reads and writes (an actor)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,45 @@ def run_stage(payload: StagePayload, coordinator, producers: list[str], *outputs
         if rest:
             coordinator.stage_output.remote(payload.run_id, payload.stage, stream, rest + "\n")
     meta["system_retries"] = _ray_attempt()
+    if payload.cache and meta["status"] == "done" and payload.cache["node"] == ray.get_runtime_context().get_node_id():
+        meta["stored"] = _store(payload, meta, values)
     return meta, values
+
+
+def _store(payload: StagePayload, meta: dict[str, Any], values: dict[str, Any]) -> bool:
+    """Write the stage's outputs to the cache from the worker that has them (no other process deserializes them,
+    importing their libraries); eviction is the coordinator's, once per run. False if the write failed (the
+    coordinator's cache actor then tries)."""
+    from nb2prod import cache
+
+    entry = {"stage": payload.stage, "run_id": payload.run_id, "metrics": meta.get("metrics", {}),
+             "cells": meta.get("cells", {})}
+    try:
+        cache.write(Path(payload.cache["directory"]), payload.cache["key"], values, entry, evict_after=False)
+    except Exception:  # noqa: BLE001 - a cache write never fails a stage
+        return False
+    return True
+
+
+@ray.remote(max_retries=0)
+def warm_worker(modules: list[str], notebook_dir: str, ship: str | None) -> None:
+    """Import, in the stage worker this task gets (a fresh one: the keeper submits it as a new cluster comes up,
+    see :func:`nb2prod.runner.keeper.warm_hint`), the installed modules the first run's stages import; never the
+    notebook's own modules (a stage imports those from its directory, fresh). An import that fails is the stage's
+    to report."""
+    import importlib
+
+    from nb2prod.runner.shipping import unpacked
+
+    directory = unpacked(ship) if ship else notebook_dir
+    for name in modules:
+        top = name.partition(".")[0]
+        if os.path.exists(os.path.join(directory, top + ".py")) or os.path.isdir(os.path.join(directory, top)):
+            continue
+        try:
+            importlib.import_module(name)
+        except BaseException:  # noqa: BLE001 - not a module (``from a import function``), or broken
+            pass
 
 
 def _ray_attempt() -> int:
@@ -51,9 +90,10 @@ def _ray_attempt() -> int:
 
 class CacheIO:
     """Reads and writes the stage cache on the head node (the coordinator's, which was found to see the cache:
-    :func:`nb2prod.runner.relay.narrow`). An actor, so a process of its own: as Ray tasks, cache reads and writes
-    took idle worker processes just as the next stages were submitted, and on a cluster with Ray's default
-    idle-worker policy those stages then started in fresh workers that imported their libraries again."""
+    :func:`nb2prod.runner.relay.narrow`), for stages whose worker did not write it (another node), and evicts.
+    An actor, so a process of its own: as Ray tasks, cache reads and writes took idle worker processes just as
+    the next stages were submitted, and on a cluster with Ray's default idle-worker policy those stages then
+    started in fresh workers that imported their libraries again."""
 
     def load(self, directory: str, key: str) -> dict[str, Any]:
         """Outputs of a cached stage, read (memory-mapped) from the cache into the object store."""
@@ -66,6 +106,12 @@ class CacheIO:
         from nb2prod import cache
 
         return cache.write(Path(directory), key, outputs, meta)
+
+    def evict(self, directory: str) -> None:
+        """Bound the cache's size (least recently used entries go)."""
+        from nb2prod import cache
+
+        cache.evict(Path(directory), cache.max_bytes())
 
 
 _cache_io = None

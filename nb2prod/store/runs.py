@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Iterator
 
 from sqlalchemy import func, or_, select, update
 
@@ -61,6 +63,32 @@ def create_run(run_id: str, notebook: str, stages: dict[str, str | None], *, not
             s.add(StageRow(run_id=run_id, name=name, position=i, status=StageStatus.PENDING.value, cache_key=key))
 
 
+_batch = threading.local()
+
+
+@contextmanager
+def batch() -> Iterator[None]:
+    """Make this thread's :func:`update_run`, :func:`update_stage` and :func:`add_attempt` calls inside the block
+    one transaction (the driver mirrors each poll's events at once: one commit instead of ~4 per stage)."""
+    with session() as s, s.begin():
+        _batch.session = s
+        try:
+            yield
+        finally:
+            _batch.session = None
+
+
+@contextmanager
+def _writing() -> Iterator[Any]:
+    """The session of the enclosing :func:`batch`, else a transaction of its own."""
+    current = getattr(_batch, "session", None)
+    if current is not None:
+        yield current
+        return
+    with session() as s, s.begin():
+        yield s
+
+
 RUNNING = RunStatus.RUNNING.value
 UNFINISHED_STAGE = (StageStatus.PENDING.value, StageStatus.RUNNING.value)
 _TRANSITIONS = {"status", "ended_at", "cancel_requested"}  # changed only by the compare-and-set functions
@@ -70,7 +98,7 @@ def update_run(run_id: str, **fields: Any) -> None:
     """Record facts about a run (MLflow ids, tracking URI); its status changes only through the transitions."""
     if _TRANSITIONS & fields.keys():
         raise ValueError(f"{sorted(_TRANSITIONS & fields.keys())} change only through a store transition")
-    with session() as s, s.begin():
+    with _writing() as s:
         s.execute(update(RunRow).where(RunRow.id == run_id).values(**fields))
 
 
@@ -99,7 +127,7 @@ def update_stage(run_id: str, name: str, **fields: Any) -> bool:
     query = update(StageRow).where(StageRow.run_id == run_id, StageRow.name == name)
     if "status" in fields:
         query = query.where(StageRow.status.in_(UNFINISHED_STAGE))
-    with session() as s, s.begin():
+    with _writing() as s:
         return s.execute(query.values(**fields)).rowcount == 1
 
 
@@ -110,7 +138,7 @@ def set_cache_keys(run_id: str, keys: dict[str, str]) -> None:
 
 
 def add_attempt(run_id: str, stage: str, attempt: int, status: str, **fields: Any) -> None:
-    with session() as s, s.begin():
+    with _writing() as s:
         s.add(AttemptRow(run_id=run_id, stage=stage, attempt=attempt, status=status, **fields))
 
 

@@ -40,6 +40,21 @@ def stage_store(store_uri: str | None = None, artifact_uri: str | None = None):
     return StageStore(store_uri, artifact_uri)
 
 
+_IMPORTING = threading.Lock()
+
+
+def preload(tracking_uri: str | None = None) -> None:
+    """Import MLflow's client and SQL store, and open ``tracking_uri`` (a new store's schema is created): ~2.5 s
+    of CPU, and seconds more for a new store, that a new coordinator spends here, in a thread of its own, rather
+    than inside its first run. A :class:`Tracker`'s first use waits for it."""
+    with _IMPORTING:
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+        from mlflow import MlflowClient  # noqa: F401
+
+        if tracking_uri:
+            Tracker(tracking_uri)._connect().search_experiments(max_results=1)
+
+
 _WAL_DATABASES: set[str] = set()
 _WAL_LOCK = threading.Lock()
 
@@ -78,15 +93,26 @@ class Tracker:
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         # nb2prod's own artifact transfers (a detached run's logs and notebook for `status`) draw no progress bars
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        from mlflow import MlflowClient
-
-        database = sqlite_path(tracking_uri)
-        if database is not None:
-            _commit_without_fsync(database)
         self.uri = tracking_uri
-        self.client = MlflowClient(tracking_uri)
         self._experiments: dict[str, str] = {}
         self._lock = threading.Lock()  # the coordinator's runs share this tracker
+
+    @functools.cached_property
+    def client(self):
+        """MLflow's client of this store; mlflow is imported on first use (after :func:`preload`, if running)."""
+        with _IMPORTING:
+            pass
+        return self._connect()
+
+    def _connect(self):
+        """A new MLflow client of this store (every method takes :attr:`client` before importing anything of
+        mlflow: in a coordinator, importing it in two threads at once can leave half-initialized modules)."""
+        from mlflow import MlflowClient
+
+        database = sqlite_path(self.uri)
+        if database is not None:
+            _commit_without_fsync(database)
+        return MlflowClient(self.uri)
 
     def experiment_id(self, name: str) -> str:
         """The id of experiment ``name``, created if missing (artifacts beside a SQLite store, never in the cwd).
@@ -97,17 +123,18 @@ class Tracker:
             return self._experiments[name]
 
     def _get_or_create(self, name: str) -> str:
+        client = self.client  # first: mlflow is imported only once preload() is done with it
         from mlflow.exceptions import MlflowException
 
-        exp = self.client.get_experiment_by_name(name)
+        exp = client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
         try:
-            return self.client.create_experiment(name, artifact_location=self._artifact_root(name))
+            return client.create_experiment(name, artifact_location=self._artifact_root(name))
         except MlflowException as exc:  # another process created it first
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-            return self.client.get_experiment_by_name(name).experiment_id
+            return client.get_experiment_by_name(name).experiment_id
 
     def _artifact_root(self, name: str) -> str | None:
         db = sqlite_path(self.uri)
@@ -119,26 +146,28 @@ class Tracker:
     def start_run(self, experiment_id: str, name: str, tags: dict[str, str],
                   params: dict[str, Any] | None = None, parent: str | None = None) -> str:
         """Create a run (a stage run when ``parent`` is given) with its tags and params in one batch."""
+        client = self.client
         from mlflow.entities import Param
 
         if parent:
             tags = {**tags, "mlflow.parentRunId": parent}
-        run = self.client.create_run(experiment_id, run_name=name, tags=tags)
+        run = client.create_run(experiment_id, run_name=name, tags=tags)
         if params:
-            self.client.log_batch(run.info.run_id, params=[Param(k, _text(v)) for k, v in params.items()])
+            client.log_batch(run.info.run_id, params=[Param(k, _text(v)) for k, v in params.items()])
         return run.info.run_id
 
     def end_run(self, run_id: str, status: str, metrics: dict[str, float] | None = None,
                 tags: dict[str, str] | None = None, texts: dict[str, str] | None = None,
                 files: dict[str, bytes] | None = None) -> None:
         """Log metrics/tags in one batch, then text and binary artifacts, then terminate the run."""
+        client = self.client
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
-                              tags=[RunTag(k, _text(v)) for k, v in (tags or {}).items()])
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+                         tags=[RunTag(k, _text(v)) for k, v in (tags or {}).items()])
         for path, text in (texts or {}).items():
-            self.client.log_text(run_id, text, path)
+            client.log_text(run_id, text, path)
         if files:
             with tempfile.TemporaryDirectory() as tmp:
                 for rel, data in files.items():
@@ -146,12 +175,13 @@ class Tracker:
                     os.makedirs(os.path.dirname(local), exist_ok=True)
                     with open(local, "wb") as f:
                         f.write(data)
-                self.client.log_artifacts(run_id, tmp)
-        self.client.set_terminated(run_id, status)
+                client.log_artifacts(run_id, tmp)
+        client.set_terminated(run_id, status)
 
     def log_recorded(self, run_id: str, logged: dict[str, Any]) -> None:
         """Write what stage code logged on a store it could not reach (:func:`nb2prod.tracking.stagestore.take`):
         metrics with their steps and timestamps, params and tags, in batches of MLflow's limits."""
+        client = self.client
         from mlflow.entities import Metric, Param, RunTag
         from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
@@ -159,10 +189,10 @@ class Tracker:
         params = [Param(k, v) for k, v in logged["params"].items()]
         tags = [RunTag(k, v) for k, v in logged["tags"].items()]
         for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-            self.client.log_batch(run_id, metrics=metrics[i:i + MAX_METRICS_PER_BATCH])
+            client.log_batch(run_id, metrics=metrics[i:i + MAX_METRICS_PER_BATCH])
         for i in range(0, max(len(params), len(tags)), MAX_PARAMS_TAGS_PER_BATCH):
-            self.client.log_batch(run_id, params=params[i:i + MAX_PARAMS_TAGS_PER_BATCH],
-                                  tags=tags[i:i + MAX_PARAMS_TAGS_PER_BATCH])
+            client.log_batch(run_id, params=params[i:i + MAX_PARAMS_TAGS_PER_BATCH],
+                             tags=tags[i:i + MAX_PARAMS_TAGS_PER_BATCH])
 
     def runs_of(self, experiment: str, nb2prod_run_id: str) -> list[Any]:
         """The MLflow runs (parent and stage runs) of one nb2prod run, oldest first."""
@@ -174,10 +204,11 @@ class Tracker:
 
     def mark_failed(self, run_id: str, reason: str) -> None:
         """Turn an ended run FAILED with the reason (its outputs could not be saved after it finished)."""
+        client = self.client
         from mlflow.entities import RunTag
 
-        self.client.log_batch(run_id, tags=[RunTag("nb2prod.status", "failed"), RunTag("nb2prod.error", _text(reason))])
-        self.client.set_terminated(run_id, "FAILED")
+        client.log_batch(run_id, tags=[RunTag("nb2prod.status", "failed"), RunTag("nb2prod.error", _text(reason))])
+        client.set_terminated(run_id, "FAILED")
 
     def fail_if_running(self, run_id: str) -> None:
         """End a run left RUNNING by a runner that died (idempotent)."""

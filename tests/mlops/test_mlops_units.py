@@ -91,7 +91,7 @@ def test_failed_gate_is_the_promotion_reason_without_a_new_version(build):
 
     spec = build([("m = 1", ["stage:fit", "register:m=wine", "gate:acc>=0.9"])])
     client = SimpleNamespace(log_batch=lambda *a, **k: None)
-    hooks = MlopsHooks(SimpleNamespace(spec=spec, gates=[], promote="champion"), client)
+    hooks = MlopsHooks(SimpleNamespace(spec=spec, gates=[], promote="champion"), SimpleNamespace(client=client))
     promotion = hooks.finish("parent", {"acc": 0.5}, succeeded=True)["promotion"]  # fit was cached: nothing registered
     assert promotion["version"] is None and not promotion["moved"]
     assert promotion["reason"] == ("gate failed: acc 0.5 < 0.9; "
