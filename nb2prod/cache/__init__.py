@@ -21,6 +21,7 @@ import shutil
 import stat
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -167,6 +168,36 @@ def write(directory: Path, key: str, outputs: dict[str, Any], meta: dict[str, An
     return size
 
 
+@dataclass
+class Pickled:
+    """A cache entry as stored: the pickle and its large buffers (numpy byte arrays, read-only). The cache actor
+    hands entries over in this form, so it never imports the libraries of the objects inside; the stage's worker
+    unpickles them (:meth:`load`), where the notebook's own modules import too."""
+
+    data: bytes
+    buffers: list[Any]
+
+    def load(self) -> dict[str, Any]:
+        """The outputs (large arrays zero-copy views of the buffers)."""
+        import pickle
+
+        return pickle.loads(self.data, buffers=[memoryview(b) for b in self.buffers])
+
+
+def read(directory: Path, key: str) -> Pickled:
+    """The entry stored under ``key``, still pickled; its buffers are copied out of their memory-mapped files once
+    (into the object store, by whoever sends them on). Refuses (raises Nb2ProdError) a cache that another user owns
+    or others can write."""
+    import numpy as np
+
+    entry = _entry(directory, key)
+    for path in (directory, entry.parent, entry):
+        check_private(path)
+    meta = json.loads((entry / "meta.json").read_text())
+    return Pickled((entry / "outputs.pkl").read_bytes(),
+                   [np.frombuffer(view, dtype=np.uint8) for view in _mapped(entry, meta["buffers"])])
+
+
 def load(directory: Path, key: str) -> dict[str, Any]:
     """The outputs stored under ``key``; large arrays come back memory-mapped (read-only). Refuses (raises
     Nb2ProdError) a cache that another user owns or others can write."""
@@ -176,12 +207,17 @@ def load(directory: Path, key: str) -> dict[str, Any]:
     for path in (directory, entry.parent, entry):
         check_private(path)
     meta = json.loads((entry / "meta.json").read_text())
+    return pickle.loads((entry / "outputs.pkl").read_bytes(), buffers=_mapped(entry, meta["buffers"]))
+
+
+def _mapped(entry: Path, count: int) -> list[Any]:
+    """The entry's buffer files, memory-mapped read-only."""
     views = []
-    for i in range(meta["buffers"]):
+    for i in range(count):
         with open(entry / "buffers" / f"{i}.bin", "rb") as f:
             size = os.fstat(f.fileno()).st_size
             views.append(memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)) if size else b"")
-    return pickle.loads((entry / "outputs.pkl").read_bytes(), buffers=views)
+    return views
 
 
 def entries(directory: Path) -> list[dict[str, Any]]:

@@ -177,14 +177,15 @@ def seen_probes(paths: list[str], token: str) -> list[str]:
 
 
 def put_hits(request) -> None:
-    """Put the cached outputs the run's stages will read into the object store (from the driver's cache)."""
+    """Put the cached outputs the run's stages will read into the object store (from the driver's cache), still
+    pickled: the stages' workers unpickle them, the client imports none of their libraries."""
     import ray
 
     from nb2prod import cache
 
     runs = [n for n in request.spec.stages if n not in request.hits and (request.only is None or n in request.only)]
     needed = {u for n in runs for u in request.spec.stages[n].upstream if u in request.hits}
-    request.cached = {name: ray.put(cache.load(Path(request.cache_dir), request.keys[name])) for name in sorted(needed)}
+    request.cached = {name: ray.put(cache.read(Path(request.cache_dir), request.keys[name])) for name in sorted(needed)}
 
 
 class Replay:

@@ -239,7 +239,10 @@ def _error_from(exc: BaseException, index: int) -> dict[str, Any]:
             "traceback": "Traceback (most recent call last):\n" + text}
 
 
-def _take_inputs(payload: StagePayload, upstream: dict[str, dict[str, Any]], ns: dict) -> dict[str, Any]:
+def _take_inputs(payload: StagePayload, upstream: dict[str, Any], ns: dict) -> dict[str, Any]:
+    from nb2prod.cache import Pickled
+
+    upstream = {k: v.load() if isinstance(v, Pickled) else v for k, v in upstream.items()}  # from the cache actor
     values = {}
     for name, producer in payload.inputs.items():
         value = upstream[producer][name]

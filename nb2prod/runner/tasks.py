@@ -95,11 +95,12 @@ class CacheIO:
     the next stages were submitted, and on a cluster with Ray's default idle-worker policy those stages then
     started in fresh workers that imported their libraries again."""
 
-    def load(self, directory: str, key: str) -> dict[str, Any]:
-        """Outputs of a cached stage, read (memory-mapped) from the cache into the object store."""
+    def load(self, directory: str, key: str):
+        """Outputs of a cached stage, read from the cache into the object store, still pickled (``cache.Pickled``:
+        this process imports none of their libraries; the consuming stage's worker unpickles them)."""
         from nb2prod import cache
 
-        return cache.load(Path(directory), key)
+        return cache.read(Path(directory), key)
 
     def store(self, directory: str, key: str, outputs: dict[str, Any], meta: dict[str, Any]) -> int:
         """Write one stage's outputs to the cache."""

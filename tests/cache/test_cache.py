@@ -79,6 +79,19 @@ def test_local_module_change_invalidates(tmp_path):
     assert cache.load_stage_outputs(record["id"], "use")["x"] == 2  # warm worker re-imported the module
 
 
+def test_a_value_of_a_class_of_the_notebook_is_cached_and_read_back(tmp_path):
+    """Only a stage's worker sees the notebook's own modules: the worker writes the cache entry, and the worker of
+    a stage that consumes it unpickles it (the cache actor hands it over still pickled)."""
+    (tmp_path / "shapes.py").write_text("class Box:\n    def __init__(self, side):\n        self.side = side\n")
+    cells = [("from shapes import Box\nbox = Box(3)", ["stage:make"]), ("area = box.side ** 2", ["stage:use"])]
+    nb = make_notebook(tmp_path / "box.ipynb", cells)
+    assert _statuses(api.run(nb)) == {"make": "done", "use": "done"}
+    make_notebook(nb, [cells[0], ("area = box.side ** 2 + 0", ["stage:use"])])
+    record = api.run(nb)
+    assert _statuses(record) == {"make": "cached", "use": "done"}, record
+    assert cache.load_stage_outputs(record["id"], "use")["area"] == 9
+
+
 def test_resume_after_a_stage_failure(tmp_path, mlflow_client):
     flag = tmp_path / "broken"
     flag.write_text("1")

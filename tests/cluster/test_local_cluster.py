@@ -75,6 +75,8 @@ def test_cluster_down_leaves_no_process_of_the_cluster(tmp_path):
         names = {p.name() for p in tree}
         assert {"gcs_server", "raylet"} <= names, names
         assert any("DashboardAgent" in " ".join(p.cmdline()) for p in tree)  # the ones that ignore SIGTERM
+        commands = [" ".join(p.cmdline()) for p in tree]  # a lean head: nothing nb2prod does not use
+        assert not [c for c in commands if "ray.util.client.server" in c or "dashboard/dashboard.py" in c], commands
         down = subprocess.run([sys.executable, "-m", "nb2prod", "cluster", "down"], env=env, capture_output=True,
                               text=True, timeout=60)
         assert down.returncode == 0 and "stopped" in down.stdout, down.stderr

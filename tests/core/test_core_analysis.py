@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nb2prod.core.analysis import MUTATING_METHODS, analyze, ignore_module_mutations, printed_names
+from nb2prod.core.analysis import (MUTATING_METHODS, analyze, ignore_module_mutations, imported_modules,
+                                   printed_names)
 
 
 @pytest.mark.parametrize("method", sorted(MUTATING_METHODS))
@@ -104,3 +105,12 @@ def test_star_import_and_nondeterminism_are_noted():
 
 def test_printed_names_of_a_kale_metrics_cell():
     assert printed_names("print(acc)\nprint(loss, f1)\nprint('text')\nx = 1") == ["acc", "loss", "f1"]
+
+
+def test_imported_modules_are_what_the_cell_imports_as_it_runs():
+    code = ("import numpy as np, os.path\nfrom sklearn.metrics import accuracy_score\nfrom . import sibling\n"
+            "try:\n    import ujson\nexcept ImportError:\n    pass\n"
+            "def later():\n    import torch\nclass K:\n    import jax\n")
+    assert imported_modules(code) == {"numpy", "os.path", "sklearn.metrics", "sklearn.metrics.accuracy_score",
+                                      "ujson"}
+    assert imported_modules("import (") == set()
