@@ -67,24 +67,25 @@ def launch(fingerprint: str, warm: dict[str, Any] | None = None) -> None:
     check_version(host, code_version(fingerprint), "keeper")
 
 
-def warm_hint(request) -> dict[str, Any] | None:
-    """What the keeper of a cluster that is just coming up warms stage workers with, while the first run gets under
-    way (the coordinator importing MLflow, the client connecting): the modules the run's stages import, where its
-    notebook's own modules are (never imported ahead), and how many stages run at once (the widest level of the
-    DAG): the first stage starts in a fresh worker anyway, the workers of the stages beside it are warmed. None for
-    a chain of stages."""
+def warm_hint(request) -> dict[str, Any]:
+    """What the keeper of a cluster that is just coming up prepares while the first run gets under way (the client
+    connecting, the coordinator starting): the run's SQLite tracking store, opened ahead by the MLflow writer (the
+    embedded cluster only: another cluster's head node may not see it); and, when stages run side by side, their
+    workers, warmed with the modules the stages import (never the notebook's own, which stay in ``dir``): the
+    first stage starts in a fresh worker anyway, the workers of the stages beside it are warmed."""
     from nb2prod.core.analysis import imported_modules
+    from nb2prod.tracking import sqlite_path
 
     spec = request.spec
     depth: dict[str, int] = {}
     for name, stage in spec.stages.items():  # notebook order: upstream first
         depth[name] = 1 + max((depth[u] for u in stage.upstream), default=0)
     width = max(Counter(depth.values()).values(), default=0)
-    if width < 2:
-        return None
     cells = {i for stage in spec.stages.values() for i in stage.cells} | set(spec.setup_cells)
-    return {"modules": sorted({m for i in cells for m in imported_modules(spec.cells[i].source)}), "width": width,
-            "dir": str(Path(spec.notebook).parent), "ship": request.ship.key if request.ship else None}
+    modules = sorted({m for i in cells for m in imported_modules(spec.cells[i].source)}) if width > 1 else []
+    store = request.tracking_uri if sqlite_path(request.tracking_uri) else None  # never a URI with credentials
+    return {"tracking_uri": store, "modules": modules, "width": width, "dir": str(Path(spec.notebook).parent),
+            "ship": request.ship.key if request.ship else None}
 
 
 def main() -> None:
@@ -103,14 +104,9 @@ def main() -> None:
 
     running = code_fingerprint()
     host = os.getppid()
-    if in_cluster:
-        store = None  # clients name their own tracking stores
-    else:
-        from nb2prod.home import default_tracking_uri
-
-        store = default_tracking_uri()  # the embedded cluster's users' default
+    store = warm["tracking_uri"] if warm and not in_cluster else None  # the embedded cluster shares the client's disk
     coordinator = create_coordinator(coordinator_name(running), store)
-    if warm:  # a fresh worker runs the first stage: warm those that run beside it
+    if warm and warm["modules"]:  # a fresh worker runs the first stage: warm those that run beside it
         for _ in range(min(warm["width"], int(ray.cluster_resources().get("CPU", 1))) - 1):
             warm_worker.remote(warm["modules"], warm["dir"], warm["ship"])
     ray.get(coordinator.ready.remote())

@@ -11,14 +11,15 @@ from nb2prod.runner.keeper import warm_hint
 from tests.conftest import make_notebook
 
 
-def _hint(path):
-    return warm_hint(SimpleNamespace(spec=build_spec(path), ship=None))
+def _hint(path, tracking_uri="sqlite:////tmp/x/mlflow.db"):
+    return warm_hint(SimpleNamespace(spec=build_spec(path), ship=None, tracking_uri=tracking_uri))
 
 
 def test_a_chain_warms_no_worker_a_fan_out_warms_the_stages_beside_the_first(tmp_path):
     chain = make_notebook(tmp_path / "chain.ipynb", [("import json", ["setup"]), ("a = 1", ["stage:one"]),
                                                       ("b = a + 1", ["stage:two"])])
-    assert _hint(chain) is None
+    assert _hint(chain)["modules"] == [] and _hint(chain)["tracking_uri"] == "sqlite:////tmp/x/mlflow.db"
+    assert _hint(chain, "http://user:secret@mlflow:5000")["tracking_uri"] is None  # never in a command line
     fan = make_notebook(tmp_path / "fan.ipynb", [
         ("import json\nfrom wave import open as wave_open", ["setup"]), ("a = 1", ["stage:load"]),
         ("import colorsys\nb = a + 1", ["stage:left"]), ("c = a + 2", ["stage:right"]), ("d = b + c", ["stage:join"])])
