@@ -187,21 +187,30 @@ def start(num_cpus: int | None = None, num_gpus: int | None = None,
             # process group), so `stop` finds the whole cluster by this session id
             ray_start = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
+            # the keeper starts meanwhile: it imports what it needs, then waits for this lock (a session of its own)
+            sessions = [ray_start.pid, spawn_detached(
+                [sys.executable, "-m", "nb2prod.runner.keeper", _temp_dir(), *([json.dumps(warm)] if warm else [])],
+                cluster_dir() / "keeper.log", env=env)]
+            os.environ.update(embedded_env())  # so does this process, which connects next: Ray reads these as it
+            import ray  # noqa: F401,E402  # is imported (~0.5 s)
+
             code = ray_start.wait()
-        sessions = [ray_start.pid]
-        if code != 0:
+        if code != 0:  # the keeper, still waiting for the lock, goes with the rest
             _terminate(_processes({"sessions": sessions, "boot_time": _boot_time()}))
             tail = "\n".join(log.read_text().strip().splitlines()[-5:])
             raise Nb2ProdError(f"could not start the local Ray cluster (log: {log}):\n{tail}")
         address = f"{LOOPBACK}:{port}"
-        sessions.append(spawn_detached([sys.executable, "-m", "nb2prod.runner.keeper", _temp_dir(),
-                                        *([json.dumps(warm)] if warm else [])],
-                                       cluster_dir() / "keeper.log",
-                                       env=env))  # the keeper leads a session of its own
         write_private(cluster_dir() / "cluster.json", json.dumps(
             {"address": address, "temp_dir": _temp_dir(), "started_at": time.time(), "sessions": sessions,
              "boot_time": _boot_time()}))
         return address
+
+
+def started() -> bool:
+    """For the embedded cluster's keeper, which starts beside ``ray start``: wait until the starting process is done;
+    whether the cluster is up (a keeper never starts a cluster itself)."""
+    with _lock():
+        return status() is not None
 
 
 def stop() -> bool:

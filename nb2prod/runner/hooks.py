@@ -18,6 +18,7 @@ more. Order matters where one hook reads what another wrote (see :func:`default_
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -303,7 +304,7 @@ class CacheWrites(RunHooks):
     """Each successful stage's outputs go to the cache: written by the stage's own worker when it runs on the
     coordinator's node (which sees the cache), else through the cache actor, off the critical path; or handed to
     the driver, which writes its own cache (``relay_cache``). The run ends once they are written, so that a
-    rerun right after it finds them; then the cache is bounded (eviction, by the cache actor)."""
+    rerun right after it finds them; then the cache is bounded (least recently used entries go, in a thread)."""
 
     def __init__(self) -> None:
         self.pending: list[Any] = []
@@ -338,12 +339,13 @@ class CacheWrites(RunHooks):
             return
         import ray
 
-        from nb2prod.runner.tasks import cache_io
-
         writes = [ref for ref in self.pending if ref is not None]
         if writes:
             ray.wait(writes, num_returns=len(writes), timeout=CACHE_WRITE_WAIT_S)
-        cache_io().evict.remote(run.request.cache_dir)
+        from nb2prod import cache  # the coordinator sees the cache (else relay_cache): bounded here, in the background
+
+        threading.Thread(target=cache.evict, args=(Path(run.request.cache_dir), cache.max_bytes()),
+                         name="cache-evict", daemon=True).start()
 
 
 class OutputNotebook(RunHooks):

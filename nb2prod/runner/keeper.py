@@ -94,13 +94,15 @@ def main() -> None:
     # then, for a keeper that comes up with its cluster, the warm_hint() of the run that started it
     args = sys.argv[3:] if in_cluster else sys.argv[2:]
     warm = json.loads(args[0]) if args else None
-    from nb2prod.runner.cluster import connect
+    import ray  # its environment is set (the cluster's own, or the host's): imported while the cluster comes up
 
-    connect(sys.argv[2] if in_cluster else None)
-    import ray
-
+    from nb2prod.runner.cluster import connect, started
     from nb2prod.runner.coordinator import code_fingerprint, coordinator_name, create_coordinator, retire_stale
     from nb2prod.runner.tasks import warm_worker
+
+    if not in_cluster and not started():
+        return  # its cluster did not come up
+    connect(sys.argv[2] if in_cluster else None)
 
     running = code_fingerprint()
     host = os.getppid()

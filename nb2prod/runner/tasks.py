@@ -90,7 +90,7 @@ def _ray_attempt() -> int:
 
 class CacheIO:
     """Reads and writes the stage cache on the head node (the coordinator's, which was found to see the cache:
-    :func:`nb2prod.runner.relay.narrow`), for stages whose worker did not write it (another node), and evicts.
+    :func:`nb2prod.runner.relay.narrow`), for stages whose worker did not write it (another node).
     An actor, so a process of its own: as Ray tasks, cache reads and writes took idle worker processes just as
     the next stages were submitted, and on a cluster with Ray's default idle-worker policy those stages then
     started in fresh workers that imported their libraries again."""
@@ -107,12 +107,6 @@ class CacheIO:
         from nb2prod import cache
 
         return cache.write(Path(directory), key, outputs, meta)
-
-    def evict(self, directory: str) -> None:
-        """Bound the cache's size (least recently used entries go)."""
-        from nb2prod import cache
-
-        cache.evict(Path(directory), cache.max_bytes())
 
 
 _cache_io = None
