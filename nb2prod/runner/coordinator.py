@@ -232,22 +232,25 @@ def get_coordinator(embedded: bool = False, warm: dict[str, Any] | None = None):
 
 def create_coordinator(name: str, tracking_uri: str | None = None):
     """Create (detached, on the head node) the coordinator named ``name`` unless it exists; retire stale ones.
-    ``tracking_uri``: a store it opens ahead of its first run (the embedded cluster's default).
-    Created by a keeper in a cluster nb2prod did not start, it and the stage workers it starts (which inherit
-    its runtime env) get nb2prod's lazy imports on their PYTHONPATH, as the embedded cluster's processes do:
-    ~2.5 s of CPU less for every fresh worker."""
-    from nb2prod.runner.cluster import with_lazy_imports
-    from nb2prod.runner.keeper import WORKER_PYTHONPATH
-
-    workers = os.environ.get(WORKER_PYTHONPATH)
-    runtime_env = {"env_vars": {"PYTHONPATH": with_lazy_imports(workers)}} if workers is not None else None
+    ``tracking_uri``: a store it opens ahead of its first run (the first run's, on the embedded cluster)."""
     groups = {"run": concurrent_runs(), "control": CONTROL_THREADS, "output": 1}
     actor = ray.remote(concurrency_groups=groups)(Coordinator).options(
         name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0,
         resources={HEAD_NODE: 0.001},  # on the head node: losing a worker node never loses the coordinator
-        max_restarts=-1, runtime_env=runtime_env).remote(tracking_uri)
+        max_restarts=-1, runtime_env=worker_runtime_env()).remote(tracking_uri)
     retire_stale(name)
     return actor
+
+
+def worker_runtime_env() -> dict[str, Any] | None:
+    """The runtime env of the coordinator and of the stage workers it starts (which inherit it), for a keeper's
+    process: in a cluster nb2prod did not start, nb2prod's lazy imports on their PYTHONPATH, as the embedded
+    cluster's processes have (~2.5 s of CPU less for every fresh worker); None on the embedded cluster."""
+    from nb2prod.runner.cluster import with_lazy_imports
+    from nb2prod.runner.keeper import WORKER_PYTHONPATH
+
+    workers = os.environ.get(WORKER_PYTHONPATH)
+    return {"env_vars": {"PYTHONPATH": with_lazy_imports(workers)}} if workers is not None else None
 
 
 def concurrent_runs() -> int:

@@ -97,7 +97,8 @@ def main() -> None:
     import ray  # its environment is set (the cluster's own, or the host's): imported while the cluster comes up
 
     from nb2prod.runner.cluster import connect, started
-    from nb2prod.runner.coordinator import code_fingerprint, coordinator_name, create_coordinator, retire_stale
+    from nb2prod.runner.coordinator import (code_fingerprint, coordinator_name, create_coordinator, retire_stale,
+                                            worker_runtime_env)
     from nb2prod.runner.tasks import warm_worker
 
     if not in_cluster and not started():
@@ -109,8 +110,10 @@ def main() -> None:
     store = warm["tracking_uri"] if warm and not in_cluster else None  # the embedded cluster shares the client's disk
     coordinator = create_coordinator(coordinator_name(running), store)
     if warm and warm["modules"]:  # a fresh worker runs the first stage: warm those that run beside it
+        runtime_env = worker_runtime_env()  # the stages' workers: theirs, or they would not be the same workers
         for _ in range(min(warm["width"], int(ray.cluster_resources().get("CPU", 1))) - 1):
-            warm_worker.remote(warm["modules"], warm["dir"], warm["ship"])
+            warm_worker.options(**({"runtime_env": runtime_env} if runtime_env else {})).remote(
+                warm["modules"], warm["dir"], warm["ship"])
     ray.get(coordinator.ready.remote())
     draining = True
     while code_fingerprint() == running:  # nb2prod upgraded: restart with the new code

@@ -89,3 +89,21 @@ def test_cluster_down_leaves_no_process_of_the_cluster(tmp_path):
                 proc.kill()
             except psutil.Error:
                 pass
+
+
+@pytest.mark.slow
+def test_a_cluster_that_cannot_start_leaves_no_keeper_behind(tmp_path, monkeypatch):
+    """The keeper starts beside `ray start` (it imports meanwhile) and waits for it: when the start fails, it goes
+    with the rest and never starts a cluster of its own."""
+    home = tmp_path / "home"
+    env = {**os.environ, "NB2PROD_HOME": str(home), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    up = subprocess.run([sys.executable, "-m", "nb2prod", "cluster", "up", "--num-cpus", "-1"], env=env,
+                        capture_output=True, text=True, timeout=180)
+    assert up.returncode == 1 and "could not start the local Ray cluster" in up.stderr, up.stderr
+    assert "Traceback" not in up.stderr.split("could not start")[0]
+    monkeypatch.setenv("NB2PROD_HOME", str(home))
+    marker = cluster._temp_dir()
+    time.sleep(1)
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
+    assert not left and not (home / "cluster" / "cluster.json").exists(), left
