@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -173,11 +174,20 @@ class Coordinator:
             state.emit(RunEvent(EventKind.LOG, stage=stage, stream=stream, text=text))
 
 
+PRELOAD_NICE = 10
+
+
 def _preload(tracking_uri: str | None) -> None:
-    """MLflow imported (and the embedded cluster's default store opened) while the coordinator waits for its
-    first run (see :func:`nb2prod.tracking.preload`)."""
+    """MLflow imported (and the first run's store opened) while the coordinator waits for its first run (see
+    :func:`nb2prod.tracking.preload`): at a lower CPU priority (this thread only), for on a cold cluster the
+    stage workers starting meanwhile are the run's critical path, not MLflow (its writes are off it)."""
     from nb2prod.tracking import preload
 
+    if sys.platform.startswith("linux"):  # where a thread id names the thread alone
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PRELOAD_NICE)
+        except OSError:
+            pass
     try:
         preload(tracking_uri)
     except Exception:  # noqa: BLE001 - only a head start: the first run reports a broken MLflow
