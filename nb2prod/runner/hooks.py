@@ -307,7 +307,8 @@ class CacheWrites(RunHooks):
     rerun right after it finds them; then the cache is bounded (least recently used entries go, in a thread)."""
 
     def __init__(self) -> None:
-        self.pending: list[Any] = []
+        self.pending: list[Any] = []  # the cache actor's writes
+        self.written = False  # this run put outputs into the coordinator's cache (then bounded at the end)
         self.node: str | None = None
 
     def on_stage_start(self, run: RunContext, stage: str, payload: Any) -> None:
@@ -324,7 +325,7 @@ class CacheWrites(RunHooks):
         if result.status != StageStatus.DONE.value or not req.cache_dir or stage not in req.keys:
             return
         if result.stored:
-            self.pending.append(None)
+            self.written = True
             return
         entry = {"stage": stage, "run_id": req.run_id, "metrics": result.metrics, "cells": result.cells}
         if req.relay_cache:
@@ -333,15 +334,15 @@ class CacheWrites(RunHooks):
         from nb2prod.runner.tasks import cache_io
 
         self.pending.append(cache_io().store.remote(req.cache_dir, req.keys[stage], run.outputs[stage], entry))
+        self.written = True
 
     def on_run_end(self, run: RunContext, outcome: RunOutcome) -> None:
-        if not self.pending:
+        if not self.written:
             return
-        import ray
+        if self.pending:
+            import ray
 
-        writes = [ref for ref in self.pending if ref is not None]
-        if writes:
-            ray.wait(writes, num_returns=len(writes), timeout=CACHE_WRITE_WAIT_S)
+            ray.wait(self.pending, num_returns=len(self.pending), timeout=CACHE_WRITE_WAIT_S)
         from nb2prod import cache  # the coordinator sees the cache (else relay_cache): bounded here, in the background
 
         threading.Thread(target=cache.evict, args=(Path(run.request.cache_dir), cache.max_bytes()),
