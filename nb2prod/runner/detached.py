@@ -120,7 +120,7 @@ def _stage_fields(child) -> dict[str, Any]:
         fields["status"] = "running"
         return fields
     fields.update(status=tags.get("nb2prod.status", "failed"), ended_at=_dt(info.end_time),
-                  duration_s=child.data.metrics.get("nb2prod.duration_s"),
+                  duration_s=(info.end_time - info.start_time) / 1000 if info.end_time else None,
                   attempts=int(tags.get("nb2prod.attempts", "0") or 0))
     if tags.get("nb2prod.cached") == "true":
         fields.update(status="cached", cached_from=tags.get("nb2prod.cached_from"))

@@ -61,13 +61,14 @@ class RelayTracker:
         return self._experiments[name]
 
     def start_run(self, experiment_id: str, name: str, tags: dict[str, str], params: dict[str, Any] | None = None,
-                  parent: str | None = None) -> str:
-        return self._op("start_run", experiment_id, name, tags, params=params, parent=parent, returns=True)
+                  parent: str | None = None, start_time: float | None = None) -> str:
+        return self._op("start_run", experiment_id, name, tags, params=params, parent=parent, start_time=start_time,
+                        returns=True)
 
     def end_run(self, run_id: str, status: str, metrics: dict[str, float] | None = None,
                 tags: dict[str, str] | None = None, texts: dict[str, str] | None = None,
-                files: dict[str, bytes] | None = None) -> None:
-        self._op("end_run", run_id, status, metrics, tags, texts=texts, files=files)
+                files: dict[str, bytes] | None = None, end_time: float | None = None) -> None:
+        self._op("end_run", run_id, status, metrics, tags, texts=texts, files=files, end_time=end_time)
 
     def log_recorded(self, run_id: str, logged: dict[str, Any]) -> None:
         self._op("log_recorded", run_id, logged)

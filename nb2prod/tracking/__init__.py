@@ -144,28 +144,32 @@ class Tracker:
         return (db.parent / "mlartifacts" / f"{safe}-{uuid.uuid4().hex[:8]}").as_uri()
 
     def start_run(self, experiment_id: str, name: str, tags: dict[str, str],
-                  params: dict[str, Any] | None = None, parent: str | None = None) -> str:
-        """Create a run (a stage run when ``parent`` is given) with its tags and params in one batch."""
+                  params: dict[str, Any] | None = None, parent: str | None = None,
+                  start_time: float | None = None) -> str:
+        """Create a run (a stage run when ``parent`` is given) with its tags and params in one batch; it started
+        at ``start_time`` (seconds since the epoch), else now."""
         client = self.client
         from mlflow.entities import Param
 
         if parent:
             tags = {**tags, "mlflow.parentRunId": parent}
-        run = client.create_run(experiment_id, run_name=name, tags=tags)
+        run = client.create_run(experiment_id, run_name=name, tags=tags, start_time=_ms(start_time))
         if params:
             client.log_batch(run.info.run_id, params=[Param(k, _text(v)) for k, v in params.items()])
         return run.info.run_id
 
     def end_run(self, run_id: str, status: str, metrics: dict[str, float] | None = None,
                 tags: dict[str, str] | None = None, texts: dict[str, str] | None = None,
-                files: dict[str, bytes] | None = None) -> None:
-        """Log metrics/tags in one batch, then text and binary artifacts, then terminate the run."""
+                files: dict[str, bytes] | None = None, end_time: float | None = None) -> None:
+        """Log metrics/tags in one batch (none when there are none), then text and binary artifacts, then
+        terminate the run; it ended at ``end_time`` (seconds since the epoch), else now."""
         client = self.client
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
-                         tags=[RunTag(k, _text(v)) for k, v in (tags or {}).items()])
+        if metrics or tags:
+            client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+                             tags=[RunTag(k, _text(v)) for k, v in (tags or {}).items()])
         for path, text in (texts or {}).items():
             client.log_text(run_id, text, path)
         if files:
@@ -176,7 +180,7 @@ class Tracker:
                     with open(local, "wb") as f:
                         f.write(data)
                 client.log_artifacts(run_id, tmp)
-        client.set_terminated(run_id, status)
+        client.set_terminated(run_id, status, end_time=_ms(end_time))
 
     def log_recorded(self, run_id: str, logged: dict[str, Any]) -> None:
         """Write what stage code logged on a store it could not reach (:func:`nb2prod.tracking.stagestore.take`):
@@ -250,6 +254,10 @@ def _freeze(stamps: tuple[tuple[str, int], ...]) -> str:
         if name and name.lower() not in seen:
             seen[name.lower()] = f"{name}=={dist.version}"
     return "\n".join(sorted(seen.values(), key=str.lower)) + "\n"
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else int(seconds * 1000)
 
 
 def _text(value: Any) -> str:

@@ -47,7 +47,7 @@ def test_successful_run_is_tracked(branching, mlflow_client, tmp_path):
                                          f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     by_stage = {c.data.tags["nb2prod.stage"]: c for c in children}
     assert set(by_stage) == {"make", "use", "side", "final"}
-    assert all(c.info.status == "FINISHED" and "nb2prod.duration_s" in c.data.metrics for c in children)
+    assert all(c.info.status == "FINISHED" and c.info.end_time >= c.info.start_time for c in children)
     assert by_stage["side"].data.metrics["side_metric"] == 3.0  # the stage's own MLflow call
     assert "note.txt" in {a.path for a in mlflow_client.list_artifacts(by_stage["side"].info.run_id)}
     nb = nbformat.read(out_nb, 4)

@@ -81,7 +81,7 @@ def test_parent_and_children(tracked, stage_client, tmp_path):
         assert child.data.tags["nb2prod.kind"] == "stage"
         assert child.data.tags["nb2prod.stage"] == name
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        assert child.data.metrics["nb2prod.duration_s"] >= 0
+        assert child.info.end_time >= child.info.start_time  # the stage's own times
     assert children["evaluate"].data.metrics["score"] == 7.0
     assert children["evaluate"].data.metrics["accuracy"] == 0.75
     # a stage's own MLflow calls land in its child run (two parallel stages both logging)
