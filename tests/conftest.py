@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -64,14 +65,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def ray_start_cluster(nb2prod_home):
+@contextmanager
+def ray_start(log_dir: Path) -> Iterator[dict]:
     """A cluster started the way users start theirs (`ray start --head`), 2 CPUs, its own temp dir, loopback
     only, token auth on (the embedded cluster's token file, so one test process can switch between the two).
     Ray's defaults otherwise (no nb2prod system config). Stopped by its process group, SIGKILL after 5 s."""
     from nb2prod.runner.cluster import agent_ports, token_path
 
-    temp = f"/tmp/nb2prod-rs-{os.getpid()}"  # short: Ray's unix socket paths are limited
+    temp = f"/tmp/nb2prod-rs-{os.getpid()}-{free_port()}"  # short: Ray's unix socket paths are limited
     port = free_port()
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN_PATH": str(token_path())}
@@ -80,7 +81,7 @@ def ray_start_cluster(nb2prod_home):
            "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
            "--disable-usage-stats", f"--temp-dir={temp}", *agent_ports(), f"--ray-client-server-port={free_port()}", f"--dashboard-port={free_port()}",
            "--no-monitor", "--include-log-monitor=false"]  # fewer daemons racing the raylet's 15 s agent wait
-    log = nb2prod_home / "ray-start.log"
+    log = log_dir / f"ray-start-{port}.log"
     proc = None
     try:
         for _ in range(3):  # a loaded machine can miss the raylet's fixed 15 s wait for its agents
@@ -101,6 +102,13 @@ def ray_start_cluster(nb2prod_home):
         if proc is not None:
             stop_group(proc)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_start_cluster(nb2prod_home):
+    """The session's :func:`ray_start` cluster."""
+    with ray_start(nb2prod_home) as cluster:
+        yield cluster
 
 
 def _switch(address: str | None) -> None:

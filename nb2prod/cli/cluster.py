@@ -8,29 +8,42 @@ import sys
 import click
 
 from nb2prod.cli import cli
+from nb2prod.errors import UsageError
 
 
 @cli.group()
 def cluster() -> None:
-    """nb2prod's local Ray cluster (loopback-only, token auth), kept warm between runs."""
+    """nb2prod's local Ray cluster (loopback-only, token auth), kept warm between runs; `up --ray-address` readies
+    any other."""
 
 
 @cluster.command()
 @click.option("--num-cpus", type=int, help="CPUs to offer (default: all).")
 @click.option("--num-gpus", type=int, help="GPUs to offer (default: detected).")
-def up(num_cpus: int | None, num_gpus: int | None) -> None:
-    """Start the local cluster and warm the coordinator (MLflow store opened)."""
-    from nb2prod.home import default_tracking_uri
+@click.option("--ray-address", help="A Ray cluster that is already running (yours, a team's): launch nb2prod's "
+              "keeper and coordinator in it now, so that its first run does not wait for them.")
+def up(num_cpus: int | None, num_gpus: int | None, ray_address: str | None) -> None:
+    """Start the local cluster and warm the coordinator (MLflow store opened); with --ray-address, make another
+    cluster ready for runs."""
     from nb2prod.runner import cluster as local
 
-    address = local.start(num_cpus=num_cpus, num_gpus=num_gpus)
-    local.connect()
+    if ray_address and (num_cpus is not None or num_gpus is not None):
+        raise UsageError("--num-cpus and --num-gpus size the local cluster; a running cluster keeps its own")
+    address = ray_address or local.start(num_cpus=num_cpus, num_gpus=num_gpus)
+    local.connect(address)
     import ray
 
     from nb2prod.runner.coordinator import get_coordinator
 
-    ray.get(get_coordinator(embedded=True).warm.remote(default_tracking_uri()))
-    click.echo(f"local Ray cluster up at {address}")
+    coordinator = get_coordinator(embedded=local.is_embedded(address))  # on another cluster: its keeper launched
+    if ray_address:
+        ray.get(coordinator.ready.remote())
+        click.echo(f"nb2prod's coordinator is up in the Ray cluster at {address}")
+    else:
+        from nb2prod.home import default_tracking_uri
+
+        ray.get(coordinator.warm.remote(default_tracking_uri()))
+        click.echo(f"local Ray cluster up at {address}")
 
 
 @cluster.command()

@@ -1,7 +1,8 @@
 """A cluster started with `ray start --head` (as users start theirs) is as warm as the embedded one: stage
 workers and the coordinator outlive each `nb2prod run`; the notebook directory is shipped content-addressed
 and local modules are isolated per directory and never stale; a short run does not wait behind another
-client's long stage; a client of other nb2prod code gets a clear error."""
+client's long stage; a client of other nb2prod code gets a clear error; `nb2prod cluster up --ray-address` readies
+a cluster before its first run."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, make_notebook
+from tests.conftest import ROOT, make_notebook, ray_start
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +67,21 @@ def out(tmp_path, ray_start_cluster):
 
 def _env(cluster: dict, out: Path) -> dict:
     return {**cluster["env"], "OUT_DIR": str(out)}
+
+
+def test_cluster_up_launches_the_coordinator_the_first_run_then_uses(tmp_path):
+    with ray_start(tmp_path) as cluster:
+        up = subprocess.run([sys.executable, "-m", "nb2prod", "cluster", "up", "--ray-address", cluster["address"]],
+                            capture_output=True, text=True, env=cluster["env"], timeout=300)
+        assert up.returncode == 0, up.stderr[-3000:]
+        assert f"coordinator is up in the Ray cluster at {cluster['address']}" in up.stdout
+        coordinator = _coordinator_pid(cluster)  # up before any run, outliving the `cluster up` process
+        (tmp_path / "utils.py").write_text("VALUE = 1\n")
+        _ok(_run(_reporting(tmp_path), cluster, "--env", "OUT_DIR", env=_env(cluster, tmp_path)))
+        assert _coordinator_pid(cluster) == coordinator
+        again = subprocess.run([sys.executable, "-m", "nb2prod", "cluster", "up", "--ray-address", cluster["address"]],
+                               capture_output=True, text=True, env=cluster["env"], timeout=300)
+        assert again.returncode == 0 and _coordinator_pid(cluster) == coordinator  # idempotent
 
 
 def test_second_run_reuses_stage_worker_and_coordinator_and_sees_edited_module(tmp_path, ray_start_cluster, out):

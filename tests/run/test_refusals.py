@@ -1,5 +1,6 @@
 """What a run refuses before anything runs or is recorded (no Ray needed): an output notebook that cannot be
-written, and resuming a run of another notebook — a clear message, exit 2 on the command line."""
+written, and resuming a run of another notebook — a clear message, exit 2 on the command line; so does `cluster up`
+asked to size a cluster that already runs."""
 
 from __future__ import annotations
 
@@ -47,3 +48,9 @@ def test_an_error_inside_the_coordinator_is_named_not_called_a_lost_coordinator(
     proc = run_cli("run", str(nb), "--tracking-uri", f"sqlite:///{unusable / 'mlflow.db'}", "--no-cache", "--quiet")
     assert proc.returncode == 1, proc.stderr
     assert "the run's coordinator failed:" in proc.stderr and "was lost" not in proc.stderr, proc.stderr
+
+
+def test_cluster_up_refuses_sizing_a_running_cluster(nb2prod_home):
+    proc = run_cli("cluster", "up", "--ray-address", "127.0.0.1:6379", "--num-cpus", "2")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--num-cpus and --num-gpus size the local cluster" in proc.stderr
