@@ -144,14 +144,15 @@ def measure(env: dict[str, str], work: Path, repeat: int) -> dict[str, float]:
 SETTLE_S = 10.0  # a cluster `ray start` just started is still starting its own daemons (dashboard, agents)
 
 
-def cold_runs(repeat: int, work: Path) -> tuple[list[float], list[float]]:
+def cold_runs(repeat: int, work: Path) -> tuple[list[float], list[float], list[float]]:
     """``repeat`` first runs of the example each: on the embedded cluster from a fresh NB2PROD_HOME (the run starts
-    the cluster), and on a cluster `ray start` started ``SETTLE_S`` before (a user's cluster is up before their
-    first run; what it spends starting its own daemons is not nb2prod's). The machine is let settle before each."""
+    the cluster); on a cluster `ray start` started ``SETTLE_S`` before (a user's cluster is up before their
+    first run; what it spends starting its own daemons is not nb2prod's); and on such a cluster readied with
+    `nb2prod cluster up --ray-address` (not timed). The machine is let settle before each."""
     example = work / "cold.ipynb"
     shutil.copy(EXAMPLE, example)
     run = [sys.executable, "-m", "nb2prod", "run", str(example), "--no-cache", "--json", "--quiet"]
-    embedded, ray_start = [], []
+    embedded, ray_start, readied = [], [], []
     for i in range(repeat):
         env = _home(f"cold-embedded-{i}")
         time.sleep(3)
@@ -159,13 +160,17 @@ def cold_runs(repeat: int, work: Path) -> tuple[list[float], list[float]]:
             embedded.append(timed(run, env)[0])
         finally:
             subprocess.run([sys.executable, "-m", "nb2prod", "cluster", "down"], env=env, capture_output=True)
-        proc, env = start_ray(_home(f"cold-ray-start-{i}"))
-        try:
-            time.sleep(SETTLE_S)
-            ray_start.append(timed(run, env)[0])
-        finally:
-            stop_ray(proc)
-    return embedded, ray_start
+        for samples, up in ((ray_start, False), (readied, True)):
+            proc, env = start_ray(_home(f"cold-ray-start-{i}"))
+            try:
+                time.sleep(SETTLE_S)
+                if up:
+                    timed([sys.executable, "-m", "nb2prod", "cluster", "up", "--ray-address", env["RAY_ADDRESS"]], env)
+                    time.sleep(3)
+                samples.append(timed(run, env)[0])
+            finally:
+                stop_ray(proc)
+    return embedded, ray_start, readied
 
 
 def main() -> None:
@@ -218,6 +223,8 @@ def main() -> None:
                  f"starts the cluster, runs {_secs(cold[0])}; ray start: first run on a cluster started "
                  f"{SETTLE_S:.0f} s before, runs {_secs(cold[1])})", statistics.median(cold[0]),
                  statistics.median(cold[1]), " s", 12.0),
+             row(f"cold first run on a `ray start` cluster readied with `nb2prod cluster up --ray-address` (runs "
+                 f"{_secs(cold[2])})", statistics.median(cold[0]), statistics.median(cold[2]), " s", 12.0),
              row("fresh `nb2prod run`, 1 trivial stage, warm", emb["one"], rs["one"], " s", 1.5),
              row("per-stage overhead ((21 chained − 1) / 20)", emb["per_stage_ms"], rs["per_stage_ms"], " ms", 20.0,
                  "{:.1f}"),
