@@ -131,5 +131,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # see nb2prod.cli.run
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # see nb2prod.cli.run.FORMAT_CHECKERS
     main()
