@@ -204,6 +204,22 @@ def cold_runs(repeat: int, work: Path) -> tuple[list[float], list[float], list[f
     return embedded, ray_start, readied, waits
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, total) CPU ticks of this machine so far (``/proc/stat``; (0, 0) where there is none). On a virtual
+    machine, steal is time the host gave to others: it slows every figure of a phase by that share."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def stolen(since: tuple[int, int]) -> str:
+    """The share of CPU time stolen by the host since ``since`` (a :func:`cpu_ticks`), as text."""
+    steal, total = cpu_ticks()
+    return f"{100 * (steal - since[0]) / max(total - since[1], 1):.0f} %"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
@@ -211,7 +227,10 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="nb2prod-bench-"))
+    steal: dict[str, str] = {}
+    ticks = cpu_ticks()
     cold = cold_runs(min(args.repeat, 3), work)
+    steal["cold runs"], ticks = stolen(ticks), cpu_ticks()
 
     embedded_env = _home("embedded")
     subprocess.run([sys.executable, "-m", "nb2prod", "cluster", "down"], env=embedded_env, capture_output=True)
@@ -221,6 +240,7 @@ def main() -> None:
         lookup = _lookup_ms(Path(embedded_env["NB2PROD_HOME"]), work / "embedded" / "pipeline.ipynb")
     finally:
         subprocess.run([sys.executable, "-m", "nb2prod", "cluster", "down"], env=embedded_env, capture_output=True)
+    steal["embedded"], ticks = stolen(ticks), cpu_ticks()
 
     proc, rs_env = start_ray(_home("ray-start"))
     (work / "ray-start").mkdir()
@@ -228,10 +248,12 @@ def main() -> None:
         rs = measure(rs_env, work / "ray-start", args.repeat)
     finally:
         stop_ray(proc)
+    steal["`ray start`"], ticks = stolen(ticks), cpu_ticks()
 
     shutil.copy(EXAMPLE, work / "pipeline.ipynb")
     paper = median(lambda: timed([sys.executable, "-m", "papermill", str(work / "pipeline.ipynb"),
                                   str(work / "pm-out.ipynb"), "--no-progress-bar"], embedded_env)[0], args.repeat)
+    steal["papermill"] = stolen(ticks)
     load_after = os.getloadavg()
     shutil.rmtree(work, ignore_errors=True)
 
@@ -246,7 +268,8 @@ def main() -> None:
              f"`python benchmarks/bench_runner.py --repeat {args.repeat}` on {os.cpu_count()} cores, "
              f"{time.strftime('%Y-%m-%d %H:%M')}; medians of fresh `nb2prod run` processes. Load average "
              f"(1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after (other work on the machine slows "
-             "every figure).", "",
+             "every figure). CPU time the host stole from this virtual machine (`/proc/stat`), by phase: "
+             f"{', '.join(f'{phase} {share}' for phase, share in steal.items())}.", "",
              "Columns: nb2prod's embedded cluster; a cluster started with `ray start --head --num-cpus=2` "
              "(Ray's default system config), passed as `RAY_ADDRESS`; their ratio (target ≤ 1.5×).", "",
              "| measure | embedded | `ray start` | target | ray start / embedded |", "|---|---|---|---|---|",
