@@ -214,10 +214,9 @@ def cpu_ticks() -> tuple[int, int]:
     return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
 
 
-def stolen(since: tuple[int, int]) -> str:
-    """The share of CPU time stolen by the host since ``since`` (a :func:`cpu_ticks`), as text."""
-    steal, total = cpu_ticks()
-    return f"{100 * (steal - since[0]) / max(total - since[1], 1):.0f} %"
+def stolen(before: tuple[int, int], after: tuple[int, int]) -> str:
+    """The share of CPU time the host stole between two :func:`cpu_ticks`, as text."""
+    return f"{100 * (after[0] - before[0]) / max(after[1] - before[1], 1):.0f} %"
 
 
 def main() -> None:
@@ -227,10 +226,9 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="nb2prod-bench-"))
-    steal: dict[str, str] = {}
-    ticks = cpu_ticks()
+    marks = [("start", cpu_ticks())]  # (phase that just ended, cpu_ticks())
     cold = cold_runs(min(args.repeat, 3), work)
-    steal["cold runs"], ticks = stolen(ticks), cpu_ticks()
+    marks.append(("cold runs", cpu_ticks()))
 
     embedded_env = _home("embedded")
     subprocess.run([sys.executable, "-m", "nb2prod", "cluster", "down"], env=embedded_env, capture_output=True)
@@ -240,7 +238,7 @@ def main() -> None:
         lookup = _lookup_ms(Path(embedded_env["NB2PROD_HOME"]), work / "embedded" / "pipeline.ipynb")
     finally:
         subprocess.run([sys.executable, "-m", "nb2prod", "cluster", "down"], env=embedded_env, capture_output=True)
-    steal["embedded"], ticks = stolen(ticks), cpu_ticks()
+    marks.append(("embedded", cpu_ticks()))
 
     proc, rs_env = start_ray(_home("ray-start"))
     (work / "ray-start").mkdir()
@@ -248,12 +246,13 @@ def main() -> None:
         rs = measure(rs_env, work / "ray-start", args.repeat)
     finally:
         stop_ray(proc)
-    steal["`ray start`"], ticks = stolen(ticks), cpu_ticks()
+    marks.append(("`ray start`", cpu_ticks()))
 
     shutil.copy(EXAMPLE, work / "pipeline.ipynb")
     paper = median(lambda: timed([sys.executable, "-m", "papermill", str(work / "pipeline.ipynb"),
                                   str(work / "pm-out.ipynb"), "--no-progress-bar"], embedded_env)[0], args.repeat)
-    steal["papermill"] = stolen(ticks)
+    marks.append(("papermill", cpu_ticks()))
+    steal = {phase: stolen(before, after) for (_, before), (phase, after) in zip(marks, marks[1:])}
     load_after = os.getloadavg()
     shutil.rmtree(work, ignore_errors=True)
 

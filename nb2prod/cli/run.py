@@ -18,11 +18,6 @@ from nb2prod.contracts.options import RESUME, RUN, RunOptions, click_options, fr
 from nb2prod.errors import Nb2ProdError
 
 RESULT_SCHEMA_VERSION = 1
-# Ray (and nbformat) import jsonschema, which imports these optional modules for format checks that nothing in
-# `nb2prod run` asks for: rfc3987_syntax builds Earley grammars at import (~0.7 s), the rest take ~70 ms of every
-# run. jsonschema skips a format whose module cannot be imported, so this process does not import them.
-FORMAT_CHECKERS = ("rfc3987_syntax", "rfc3986_validator", "rfc3339_validator", "isoduration", "webcolors", "fqdn",
-                   "jsonpointer", "uri_template")
 
 
 @cli.command()
@@ -109,10 +104,9 @@ def resume(run_id: str, as_json: bool, quiet: bool, **kw: Any) -> None:
 def execute(notebook: str, options: RunOptions, *, as_json: bool, quiet: bool, run_id: str | None = None,
             origin: str = "cli") -> None:
     """Run, render live status, print the result, exit 0/1/130."""
-    for module in FORMAT_CHECKERS:
-        sys.modules.setdefault(module, None)  # type: ignore[arg-type]
-    from nb2prod.runner.cluster import without_serialization_addons
+    from nb2prod.runner.cluster import without_format_checkers, without_serialization_addons
 
+    without_format_checkers()
     without_serialization_addons()
     from nb2prod import api
     from nb2prod.cli.live import LiveStatus

@@ -131,5 +131,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # see nb2prod.cli.run.FORMAT_CHECKERS
+    from nb2prod.runner.cluster import without_format_checkers
+
+    without_format_checkers()
     main()
