@@ -67,8 +67,8 @@ def free_port() -> int:
 
 @contextmanager
 def ray_start(log_dir: Path) -> Iterator[dict]:
-    """A cluster started the way users start theirs (`ray start --head`), 2 CPUs, its own temp dir, loopback
-    only, token auth on (the embedded cluster's token file, so one test process can switch between the two).
+    """A cluster started the way users start theirs (`ray start --head`, in ``log_dir``), 2 CPUs, its own temp dir,
+    loopback only, token auth on (the embedded cluster's token file, so one test process can switch between the two).
     Ray's defaults otherwise (no nb2prod system config). Stopped by its process group, SIGKILL after 5 s."""
     from nb2prod.runner.cluster import agent_ports, token_path
 
@@ -87,7 +87,7 @@ def ray_start(log_dir: Path) -> Iterator[dict]:
         for _ in range(3):  # a loaded machine can miss the raylet's fixed 15 s wait for its agents
             with open(log, "w") as out:
                 proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
+                                        start_new_session=True, cwd=log_dir)  # users start theirs anywhere
             deadline = time.time() + 180
             while "Ray runtime started" not in log.read_text() and proc.poll() is None and time.time() < deadline:
                 time.sleep(0.2)

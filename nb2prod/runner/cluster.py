@@ -157,6 +157,7 @@ def start(num_cpus: int | None = None, num_gpus: int | None = None,
           resources: dict[str, float] | None = None, warm: dict[str, Any] | None = None) -> str:
     """Start the embedded cluster if it is not up; return its address. Its keeper warms a stage worker with
     ``warm`` (:func:`nb2prod.runner.keeper.warm_hint`)."""
+    from nb2prod.runner.keeper import workdir
     from nb2prod.runner.raystart import LEAN
     from nb2prod.runner.spawn import spawn_detached
 
@@ -182,15 +183,16 @@ def start(num_cpus: int | None = None, num_gpus: int | None = None,
             cmd.append(f"--resources={json.dumps(resources)}")
         log = private_file(cluster_dir() / "start.log")
         env = ray_environment()
+        cwd = workdir(cluster_dir())  # the workers' (the raylet's) and the keeper's: never this client's
         with open(log, "w") as out:  # not a pipe: Ray's daemons inherit it and never close it
             # a session of its own: every daemon `ray start` leaves behind stays in it (workers change only their
             # process group), so `stop` finds the whole cluster by this session id
             ray_start = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+                                         start_new_session=True, cwd=cwd)
             # the keeper starts meanwhile: it imports what it needs, then waits for this lock (a session of its own)
             sessions = [ray_start.pid, spawn_detached(
                 [sys.executable, "-m", "nb2prod.runner.keeper", _temp_dir(), *([json.dumps(warm)] if warm else [])],
-                cluster_dir() / "keeper.log", env=env)]
+                cluster_dir() / "keeper.log", cwd=cwd, env=env)]
             os.environ.update(embedded_env())  # so does this process, which connects next: Ray reads these as it
             import ray  # noqa: F401,E402  # is imported (~0.5 s)
 

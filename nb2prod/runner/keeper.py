@@ -27,6 +27,17 @@ IN_CLUSTER = "--in-cluster"
 WORKER_PYTHONPATH = "NB2PROD_WORKER_PYTHONPATH"  # set for a keeper in the cluster (see create_coordinator)
 
 
+def workdir(parent: Path) -> Path:
+    """The working directory a keeper (and, on the embedded cluster, ``ray start``) runs in: an empty private
+    directory under ``parent``. Ray puts a driver's working directory on the ``sys.path`` of its job's workers, and
+    the keeper's job runs every stage: a stage imports its notebook's modules from the notebook's directory only,
+    never from wherever the cluster or its first client happened to start; and workers whose working directory
+    was deleted would fail every stage (``os.getcwd()``)."""
+    from nb2prod.home import private_dir
+
+    return private_dir(parent / "keeper-cwd")
+
+
 class KeeperHost:
     """Detached actor body: runs the keeper driver for this cluster as a child process of its worker."""
 
@@ -41,11 +52,12 @@ class KeeperHost:
         env["NB2PROD_NODE_IP"] = ray.util.get_node_ip_address()
         env[WORKER_PYTHONPATH] = os.environ.get("PYTHONPATH", "")  # what this cluster's workers start with
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # the code this host runs (checked)
-        logs = os.path.join(ray._private.worker.global_worker.node.get_session_dir_path(), "logs")
-        with open(os.path.join(logs, f"nb2prod-keeper-{self._code}.log"), "ab") as out:
+        session = Path(ray._private.worker.global_worker.node.get_session_dir_path())
+        with open(session / "logs" / f"nb2prod-keeper-{self._code}.log", "ab") as out:
             self._proc = subprocess.Popen([sys.executable, "-m", "nb2prod.runner.keeper", IN_CLUSTER,
                                            context.gcs_address, *([json.dumps(warm)] if warm else [])], env=env,
-                                          stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+                                          cwd=workdir(session), stdin=subprocess.DEVNULL, stdout=out,
+                                          stderr=subprocess.STDOUT)
 
     def version(self) -> dict[str, str]:
         from nb2prod.runner.coordinator import code_version

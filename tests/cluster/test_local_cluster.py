@@ -1,9 +1,11 @@
 """nb2prod's embedded cluster: Ray's temp dir in a per-user 0700 directory, the Ray floor that has token auth,
-and `nb2prod cluster down` leaving nothing of the cluster behind (its own cluster, in its own NB2PROD_HOME)."""
+`nb2prod cluster down` leaving nothing of the cluster behind, and stages that owe nothing to the directory the
+cluster was started from (each test's own cluster, in its own NB2PROD_HOME)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -17,7 +19,7 @@ from packaging.requirements import Requirement
 
 from nb2prod.errors import Nb2ProdError
 from nb2prod.runner import cluster
-from tests.conftest import ROOT
+from tests.conftest import ROOT, make_notebook
 
 
 def test_ray_temp_dir_is_in_a_private_directory_of_this_user(nb2prod_home):
@@ -84,11 +86,46 @@ def test_cluster_down_leaves_no_process_of_the_cluster(tmp_path):
         left = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         assert not left, [(p.pid, " ".join(p.cmdline())[:80]) for p in left]
     finally:
-        for proc in _cluster_tree(home):  # never leak a cluster, even when the test fails
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
+        _kill(home)
+
+
+def _kill(home: Path) -> None:
+    """Never leak a cluster, even when a test fails."""
+    for proc in _cluster_tree(home):
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+
+
+@pytest.mark.slow
+def test_stages_owe_nothing_to_the_directory_the_cluster_was_started_from(tmp_path):
+    """Ray puts a driver's working directory on its job's workers' sys.path and starts workers in the raylet's: a
+    module beside where the first `nb2prod` ran was importable by every stage of every notebook, and once that
+    directory was deleted every stage failed (FileNotFoundError from os.getcwd)."""
+    home, started, work = tmp_path / "home", tmp_path / "started", tmp_path / "work"
+    started.mkdir()
+    work.mkdir()
+    (started / "started_here.py").write_text("X = 1\n")
+    env = {**os.environ, "NB2PROD_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    nb = make_notebook(work / "nb.ipynb", [
+        ("import importlib.util\nassert importlib.util.find_spec('started_here') is None", ["stage:s"])])
+
+    def run(cwd: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "nb2prod", "run", str(nb), "--no-cache", "--quiet"], env=env,
+                              cwd=cwd, capture_output=True, text=True, timeout=300)
+
+    try:
+        first = run(started)  # starts the cluster from `started`
+        assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+        shutil.rmtree(started)
+        again = run(work)
+        assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    finally:
+        subprocess.run([sys.executable, "-m", "nb2prod", "cluster", "down"], env=env, capture_output=True, timeout=60)
+        _kill(home)
 
 
 @pytest.mark.slow

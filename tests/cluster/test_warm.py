@@ -34,12 +34,14 @@ def _ok(proc: subprocess.CompletedProcess) -> dict:
 
 
 def _reporting(directory: Path, name: str = "report.ipynb") -> Path:
-    """A one-stage notebook that writes its worker's pid, the local module's value and whether its worker built
-    jsonschema's IRI parsers at `import ray` (nb2prod's lazy imports spare it that) next to itself."""
+    """A one-stage notebook that writes its worker's pid, the local module's value, whether its worker built
+    jsonschema's IRI parsers at `import ray` (nb2prod's lazy imports spare it that) and whether it can import a
+    module ``started_here`` to ``$OUT_DIR/seen.json``."""
     return make_notebook(directory / name, [
-        ("import json, os, sys\nfrom utils import VALUE\n"
+        ("import importlib.util, json, os, sys\nfrom utils import VALUE\n"
          "open(os.path.join(os.environ['OUT_DIR'], 'seen.json'), 'w').write(json.dumps("
-         "{'pid': os.getpid(), 'value': VALUE, 'parsers_built': 'lark' in sys.modules}))", ["stage:report"]),
+         "{'pid': os.getpid(), 'value': VALUE, 'parsers_built': 'lark' in sys.modules,"
+         " 'started_here': importlib.util.find_spec('started_here') is not None}))", ["stage:report"]),
     ])
 
 
@@ -76,8 +78,12 @@ def test_cluster_up_launches_the_coordinator_the_first_run_then_uses(tmp_path):
         assert up.returncode == 0, up.stderr[-3000:]
         assert f"coordinator is up in the Ray cluster at {cluster['address']}" in up.stdout
         coordinator = _coordinator_pid(cluster)  # up before any run, outliving the `cluster up` process
-        (tmp_path / "utils.py").write_text("VALUE = 1\n")
-        _ok(_run(_reporting(tmp_path), cluster, "--env", "OUT_DIR", env=_env(cluster, tmp_path)))
+        work = tmp_path / "nb"
+        work.mkdir()
+        (work / "utils.py").write_text("VALUE = 1\n")
+        (tmp_path / "started_here.py").write_text("X = 1\n")  # where `ray start` ran: the keeper runs elsewhere
+        _ok(_run(_reporting(work), cluster, "--env", "OUT_DIR", env=_env(cluster, tmp_path)))
+        assert not _seen(tmp_path)["started_here"]  # Ray lends a driver's working directory to its job's workers
         assert _coordinator_pid(cluster) == coordinator
         again = subprocess.run([sys.executable, "-m", "nb2prod", "cluster", "up", "--ray-address", cluster["address"]],
                                capture_output=True, text=True, env=cluster["env"], timeout=300)
@@ -99,7 +105,7 @@ def test_second_run_reuses_stage_worker_and_coordinator_and_sees_edited_module(t
     assert _coordinator_pid(ray_start_cluster) == coordinator
     (work / "utils.py").write_text("VALUE = 2\n")  # an edited local module is never run stale
     _ok(_run(nb, ray_start_cluster, "--env", "OUT_DIR", env=env))
-    assert _seen(out) == {"pid": first["pid"], "value": 2, "parsers_built": False}
+    assert _seen(out) == {"pid": first["pid"], "value": 2, "parsers_built": False, "started_here": False}
 
 
 def test_two_directories_each_get_their_own_utils(tmp_path, ray_start_cluster, out):
