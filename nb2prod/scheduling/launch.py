@@ -82,12 +82,7 @@ def _runner(run_id: str) -> int | None:
     process is gone: never signal whatever got it). The runner leads its own session and names the run."""
     import psutil
 
-    from nb2prod.store.db import session
-    from nb2prod.store.models import RunRow
-
-    with session() as s:
-        row = s.get(RunRow, run_id)
-        pid = row.pid if row else None
+    pid = store.runner_pid(run_id)
     try:
         if pid and os.getsid(pid) == pid and run_id in psutil.Process(pid).cmdline():
             return pid

@@ -1,7 +1,8 @@
 """Tables of schedules, their fire records (the audit log), each fire's attempts, and the live schedulers.
 
-Created and upgraded by the run store's migrations (``nb2prod/store/migrations/versions/``), never by these
-mappings: a change here needs a migration there.
+Mapped with the ORM onto the run store's :data:`~nb2prod.store.db.metadata`; created and upgraded by the run
+store's migrations (``nb2prod/store/migrations/versions/``), never by these mappings: a change here needs a
+migration there.
 """
 
 from __future__ import annotations
@@ -9,9 +10,15 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from nb2prod.store.db import Base
+from nb2prod.store.db import metadata
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the scheduler's tables, on the run store's metadata."""
+
+    metadata = metadata
 
 
 class ScheduleRow(Base):

@@ -1,75 +1,71 @@
-"""Tables of the run store: runs, their stages, and every stage attempt (created and upgraded by the
-migrations in ``nb2prod/store/migrations/versions/``: a change here needs a migration there)."""
+"""Tables of the run store: runs, their stages, every stage attempt, and each run's checks (SQLAlchemy Core, on
+:data:`nb2prod.store.db.metadata`; created and upgraded by the migrations in ``nb2prod/store/migrations/versions/``:
+a change here needs a migration there)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from sqlalchemy import JSON, Boolean, Column, DateTime, Float, ForeignKey, Integer, String, Table, Text
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from nb2prod.store.db import metadata
 
-from nb2prod.store.db import Base
+runs_table = Table(
+    "runs", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("notebook", Text, nullable=False, index=True),
+    Column("notebook_sha256", String(64)),
+    Column("status", String(16), nullable=False, index=True),
+    Column("origin", String(16), nullable=False, default="cli"),
+    Column("created_at", DateTime, nullable=False, index=True),
+    Column("started_at", DateTime),
+    Column("ended_at", DateTime),
+    Column("heartbeat_at", DateTime),
+    Column("pid", Integer),
+    Column("host", String(255)),
+    Column("parameters", JSON, nullable=False, default=dict),
+    Column("options", JSON, nullable=False, default=dict),
+    Column("mlflow_run_id", String(64), index=True),
+    Column("mlflow_experiment_id", String(64)),
+    Column("tracking_uri", Text),
+    Column("error", JSON),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("resumed_from", String(32)),
+    Column("mlflow_closed", Boolean, nullable=False, default=False),
+)
 
+stages_table = Table(
+    "run_stages", metadata,
+    Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("started_at", DateTime),
+    Column("ended_at", DateTime),
+    Column("duration_s", Float),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("system_retries", Integer, nullable=False, default=0),
+    Column("cached_from", String(32)),
+    Column("cache_key", String(64)),
+    Column("mlflow_run_id", String(64)),
+    Column("error", JSON),
+)
 
-class RunRow(Base):
-    __tablename__ = "runs"
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    notebook: Mapped[str] = mapped_column(Text, index=True)
-    notebook_sha256: Mapped[str | None] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), index=True)
-    origin: Mapped[str] = mapped_column(String(16), default="cli")
-    created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime)
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime)
-    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)
-    pid: Mapped[int | None] = mapped_column(Integer)
-    host: Mapped[str | None] = mapped_column(String(255))
-    parameters: Mapped[dict] = mapped_column(JSON, default=dict)
-    options: Mapped[dict] = mapped_column(JSON, default=dict)
-    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), index=True)
-    mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64))
-    tracking_uri: Mapped[str | None] = mapped_column(Text)
-    error: Mapped[dict | None] = mapped_column(JSON)
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    resumed_from: Mapped[str | None] = mapped_column(String(32))
-    mlflow_closed: Mapped[bool] = mapped_column(Boolean, default=False)
+attempts_table = Table(
+    "stage_attempts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("stage", String(128), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("started_at", DateTime),
+    Column("ended_at", DateTime),
+    Column("node", String(64)),
+    Column("error", JSON),
+)
 
-
-class StageRow(Base):
-    __tablename__ = "run_stages"
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
-    name: Mapped[str] = mapped_column(String(128), primary_key=True)
-    position: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16))
-    started_at: Mapped[datetime | None] = mapped_column(DateTime)
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime)
-    duration_s: Mapped[float | None] = mapped_column(Float)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    system_retries: Mapped[int] = mapped_column(Integer, default=0)
-    cached_from: Mapped[str | None] = mapped_column(String(32))
-    cache_key: Mapped[str | None] = mapped_column(String(64))
-    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
-    error: Mapped[dict | None] = mapped_column(JSON)
-
-
-class AttemptRow(Base):
-    __tablename__ = "stage_attempts"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
-    stage: Mapped[str] = mapped_column(String(128))
-    attempt: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16))
-    started_at: Mapped[datetime | None] = mapped_column(DateTime)
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime)
-    node: Mapped[str | None] = mapped_column(String(64))
-    error: Mapped[dict | None] = mapped_column(JSON)
-
-
-class RunCheckRow(Base):
-    """Gate, promotion and drift outcome of a run (migration 0002)."""
-
-    __tablename__ = "run_checks"
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
-    gate: Mapped[dict | None] = mapped_column(JSON)
-    promotion: Mapped[dict | None] = mapped_column(JSON)
-    drift: Mapped[dict | None] = mapped_column(JSON)
+checks_table = Table(  # gate, promotion and drift outcome of a run (migration 0002)
+    "run_checks", metadata,
+    Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("gate", JSON),
+    Column("promotion", JSON),
+    Column("drift", JSON),
+)

@@ -20,12 +20,15 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Connection, Row, func, insert, or_, select, update
 
 from nb2prod.core.status import RunStatus, StageStatus
 from nb2prod.errors import Nb2ProdError, RunNotFound
-from nb2prod.store.db import engine, session
-from nb2prod.store.models import AttemptRow, RunCheckRow, RunRow, StageRow
+from nb2prod.store.db import engine
+from nb2prod.store.models import attempts_table as attempts_t
+from nb2prod.store.models import checks_table as checks_t
+from nb2prod.store.models import runs_table as runs_t
+from nb2prod.store.models import stages_table as stages_t
 
 HEARTBEAT_S = 2.0
 STALE_AFTER_S = 20.0
@@ -53,14 +56,15 @@ def create_run(run_id: str, notebook: str, stages: dict[str, str | None], *, not
                origin: str = "cli", resumed_from: str | None = None) -> None:
     """Record a new ``running`` run with all its stages (``{name: cache key}``) ``pending``."""
     t = now()
-    with session() as s, s.begin():
-        s.add(RunRow(id=run_id, notebook=notebook, notebook_sha256=notebook_sha256, status=RunStatus.RUNNING.value,
-                     origin=origin, created_at=t, started_at=t, heartbeat_at=_clock(), pid=os.getpid(),
-                     host=socket.gethostname(), parameters=parameters or {}, options=options or {},
-                     resumed_from=resumed_from))
-        s.flush()
-        for i, (name, key) in enumerate(stages.items()):
-            s.add(StageRow(run_id=run_id, name=name, position=i, status=StageStatus.PENDING.value, cache_key=key))
+    with engine().begin() as c:
+        c.execute(insert(runs_t).values(
+            id=run_id, notebook=notebook, notebook_sha256=notebook_sha256, status=RunStatus.RUNNING.value,
+            origin=origin, created_at=t, started_at=t, heartbeat_at=_clock(), pid=os.getpid(),
+            host=socket.gethostname(), parameters=parameters or {}, options=options or {}, resumed_from=resumed_from))
+        if stages:
+            c.execute(insert(stages_t), [{"run_id": run_id, "name": name, "position": i, "cache_key": key,
+                                          "status": StageStatus.PENDING.value}
+                                         for i, (name, key) in enumerate(stages.items())])
 
 
 _batch = threading.local()
@@ -70,23 +74,23 @@ _batch = threading.local()
 def batch() -> Iterator[None]:
     """Make this thread's :func:`update_run`, :func:`update_stage` and :func:`add_attempt` calls inside the block
     one transaction (the driver mirrors each poll's events at once: one commit instead of ~4 per stage)."""
-    with session() as s, s.begin():
-        _batch.session = s
+    with engine().begin() as c:
+        _batch.connection = c
         try:
             yield
         finally:
-            _batch.session = None
+            _batch.connection = None
 
 
 @contextmanager
-def _writing() -> Iterator[Any]:
-    """The session of the enclosing :func:`batch`, else a transaction of its own."""
-    current = getattr(_batch, "session", None)
+def _writing() -> Iterator[Connection]:
+    """The connection of the enclosing :func:`batch`, else a transaction of its own."""
+    current = getattr(_batch, "connection", None)
     if current is not None:
         yield current
         return
-    with session() as s, s.begin():
-        yield s
+    with engine().begin() as c:
+        yield c
 
 
 RUNNING = RunStatus.RUNNING.value
@@ -98,48 +102,49 @@ def update_run(run_id: str, **fields: Any) -> None:
     """Record facts about a run (MLflow ids, tracking URI); its status changes only through the transitions."""
     if _TRANSITIONS & fields.keys():
         raise ValueError(f"{sorted(_TRANSITIONS & fields.keys())} change only through a store transition")
-    with _writing() as s:
-        s.execute(update(RunRow).where(RunRow.id == run_id).values(**fields))
+    with _writing() as c:
+        c.execute(update(runs_t).where(runs_t.c.id == run_id).values(**fields))
 
 
 def attach_runner(run_id: str, pid: int) -> None:
     """Record the process that runs ``run_id``; refused (Nb2ProdError) once the run has ended (cancelled,
     interrupted) before this runner took it over."""
-    with session() as s, s.begin():
-        if s.execute(update(RunRow).where(RunRow.id == run_id, RunRow.status == RUNNING)
+    with engine().begin() as c:
+        if c.execute(update(runs_t).where(runs_t.c.id == run_id, runs_t.c.status == RUNNING)
                      .values(pid=pid, host=socket.gethostname(), heartbeat_at=_clock())).rowcount != 1:
-            status = s.scalar(select(RunRow.status).where(RunRow.id == run_id))
+            status = c.scalar(select(runs_t.c.status).where(runs_t.c.id == run_id))
             raise Nb2ProdError(f"run {run_id} is {status or 'gone'}; it is not run again")
 
 
 def heartbeat(run_id: str) -> bool:
     """Refresh a running run's heartbeat; True when its runner should stop: a cancel was requested, or the
     run is no longer ``running`` (the reaper judged the runner dead)."""
-    with session() as s, s.begin():
-        beat = s.execute(update(RunRow).where(RunRow.id == run_id, RunRow.status == RUNNING)
+    with engine().begin() as c:
+        beat = c.execute(update(runs_t).where(runs_t.c.id == run_id, runs_t.c.status == RUNNING)
                          .values(heartbeat_at=_clock())).rowcount
-        return not beat or bool(s.scalar(select(RunRow.cancel_requested).where(RunRow.id == run_id)))
+        return not beat or bool(c.scalar(select(runs_t.c.cancel_requested).where(runs_t.c.id == run_id)))
 
 
 def update_stage(run_id: str, name: str, **fields: Any) -> bool:
     """Update a stage; a status change applies only while the stage is unfinished (pending/running), so a
     stage the reaper or the run's end closed is never reopened by a late event. False when refused."""
-    query = update(StageRow).where(StageRow.run_id == run_id, StageRow.name == name)
+    query = update(stages_t).where(stages_t.c.run_id == run_id, stages_t.c.name == name)
     if "status" in fields:
-        query = query.where(StageRow.status.in_(UNFINISHED_STAGE))
-    with _writing() as s:
-        return s.execute(query.values(**fields)).rowcount == 1
+        query = query.where(stages_t.c.status.in_(UNFINISHED_STAGE))
+    with _writing() as c:
+        return c.execute(query.values(**fields)).rowcount == 1
 
 
 def set_cache_keys(run_id: str, keys: dict[str, str]) -> None:
-    with session() as s, s.begin():
+    with engine().begin() as c:
         for name, key in keys.items():
-            s.execute(update(StageRow).where(StageRow.run_id == run_id, StageRow.name == name).values(cache_key=key))
+            c.execute(update(stages_t).where(stages_t.c.run_id == run_id, stages_t.c.name == name)
+                      .values(cache_key=key))
 
 
 def add_attempt(run_id: str, stage: str, attempt: int, status: str, **fields: Any) -> None:
-    with _writing() as s:
-        s.add(AttemptRow(run_id=run_id, stage=stage, attempt=attempt, status=status, **fields))
+    with _writing() as c:
+        c.execute(insert(attempts_t).values(run_id=run_id, stage=stage, attempt=attempt, status=status, **fields))
 
 
 def finish_run(run_id: str, status: RunStatus, error: dict[str, Any] | None = None,
@@ -148,43 +153,45 @@ def finish_run(run_id: str, status: RunStatus, error: dict[str, Any] | None = No
     later); stages still pending/running become skipped/cancelled. False (and nothing written) when the run had
     already ended, e.g. the reaper marked it ``interrupted`` first."""
     t = now()
-    with session() as s, s.begin():
-        won = s.execute(update(RunRow).where(RunRow.id == run_id, RunRow.status == RUNNING)
+    with engine().begin() as c:
+        won = c.execute(update(runs_t).where(runs_t.c.id == run_id, runs_t.c.status == RUNNING)
                         .values(status=status.value, ended_at=ended_at or t, heartbeat_at=t, error=error)).rowcount == 1
         if won:
-            _close_stages(s, [run_id])
+            _close_stages(c, [run_id])
         return won
 
 
 def set_checks(run_id: str, gate: dict[str, Any] | None, promotion: dict[str, Any] | None,
                drift: dict[str, Any] | None) -> None:
-    """Record the run's gate, promotion and drift outcome."""
-    with session() as s, s.begin():
-        s.merge(RunCheckRow(run_id=run_id, gate=gate, promotion=promotion, drift=drift))
+    """Record the run's gate, promotion and drift outcome (its runner's alone: one writer per run)."""
+    checks = {"gate": gate, "promotion": promotion, "drift": drift}
+    with engine().begin() as c:
+        if not c.execute(update(checks_t).where(checks_t.c.run_id == run_id).values(**checks)).rowcount:
+            c.execute(insert(checks_t).values(run_id=run_id, **checks))
 
 
-def _close_stages(s, run_ids: list[str]) -> None:
-    s.execute(update(StageRow).where(StageRow.run_id.in_(run_ids), StageRow.status == StageStatus.RUNNING.value)
+def _close_stages(c: Connection, run_ids: list[str]) -> None:
+    c.execute(update(stages_t).where(stages_t.c.run_id.in_(run_ids), stages_t.c.status == StageStatus.RUNNING.value)
               .values(status=StageStatus.CANCELLED.value))
-    s.execute(update(StageRow).where(StageRow.run_id.in_(run_ids), StageRow.status == StageStatus.PENDING.value)
+    c.execute(update(stages_t).where(stages_t.c.run_id.in_(run_ids), stages_t.c.status == StageStatus.PENDING.value)
               .values(status=StageStatus.SKIPPED.value))
 
 
 def request_cancel(run_id: str) -> bool:
     """Ask a running run's runner to stop (it sees the request on its next heartbeat); False when the run
     has already ended."""
-    with session() as s, s.begin():
-        return s.execute(update(RunRow).where(RunRow.id == run_id, RunRow.status == RUNNING)
+    with engine().begin() as c:
+        return c.execute(update(runs_t).where(runs_t.c.id == run_id, runs_t.c.status == RUNNING)
                          .values(cancel_requested=True)).rowcount == 1
 
 
 def resolve_run_id(run_id: str) -> str:
     """The nb2prod run id for an nb2prod id, an MLflow parent run id, or a unique prefix of either."""
-    with session() as s:
-        found = s.scalars(select(RunRow.id).where(or_(RunRow.id == run_id, RunRow.mlflow_run_id == run_id))).all()
+    with engine().connect() as c:
+        found = c.scalars(select(runs_t.c.id).where(or_(runs_t.c.id == run_id, runs_t.c.mlflow_run_id == run_id))).all()
         if not found and len(run_id) >= 4:
-            found = s.scalars(select(RunRow.id).where(or_(RunRow.id.startswith(run_id),
-                                                          RunRow.mlflow_run_id.startswith(run_id)))).all()
+            found = c.scalars(select(runs_t.c.id).where(or_(runs_t.c.id.startswith(run_id),
+                                                            runs_t.c.mlflow_run_id.startswith(run_id)))).all()
     if len(found) != 1:
         raise RunNotFound(f"no run {run_id!r}" if not found else f"run id prefix {run_id!r} is ambiguous")
     return found[0]
@@ -195,24 +202,24 @@ def reap_interrupted() -> list[dict[str, Any]]:
 
     Each is a compare-and-set on what was judged: still ``running``, and still the same dead pid (this host)
     or still silent (elsewhere); a run that finished or heartbeat in between is left as it is."""
-    silent = RunRow.heartbeat_at < _clock() - timedelta(seconds=STALE_AFTER_S)
+    silent = runs_t.c.heartbeat_at < _clock() - timedelta(seconds=STALE_AFTER_S)
     host = socket.gethostname()
-    with session() as s:
-        running = s.execute(select(RunRow.id, RunRow.pid, RunRow.host, RunRow.heartbeat_at, RunRow.options,
+    with engine().connect() as c:
+        running = c.execute(select(runs_t.c.id, runs_t.c.pid, runs_t.c.host, runs_t.c.heartbeat_at, runs_t.c.options,
                                    silent.label("silent"))
-                            .where(RunRow.status == RUNNING)).all()
+                            .where(runs_t.c.status == RUNNING)).all()
     for r in running:
         if _is_job(r.options):
             continue  # a detached run on a Ray cluster: its job's status is its liveness (nb2prod.runner.detached)
         if r.host == host and r.pid:  # on this host the runner's pid decides; elsewhere its heartbeat does
             if not _alive(r.pid):
-                _interrupt(r.id, RunRow.pid == r.pid, r.heartbeat_at)
+                _interrupt(r.id, runs_t.c.pid == r.pid, r.heartbeat_at)
         elif r.silent:
             _interrupt(r.id, silent, r.heartbeat_at)
-    with session() as s:
-        unclosed = s.execute(select(RunRow.id, RunRow.mlflow_run_id, RunRow.tracking_uri)
-                             .where(RunRow.status == RunStatus.INTERRUPTED.value, RunRow.mlflow_closed.is_(False),
-                                    RunRow.mlflow_run_id.is_not(None))).all()
+    with engine().connect() as c:
+        unclosed = c.execute(select(runs_t.c.id, runs_t.c.mlflow_run_id, runs_t.c.tracking_uri)
+                             .where(runs_t.c.status == RunStatus.INTERRUPTED.value, runs_t.c.mlflow_closed.is_(False),
+                                    runs_t.c.mlflow_run_id.is_not(None))).all()
     return [{"id": r.id, "mlflow_run_id": r.mlflow_run_id, "tracking_uri": r.tracking_uri} for r in unclosed]
 
 
@@ -220,11 +227,11 @@ def _interrupt(run_id: str, still_dead, ended_at: datetime | None) -> bool:
     """``running`` → ``interrupted`` if ``still_dead`` holds at write time; closes its stages."""
     error = {"type": "Interrupted", "message": "the runner process stopped without finishing the run; "
                                                f"resume it with `nb2prod resume {run_id}`"}
-    with session() as s, s.begin():
-        won = s.execute(update(RunRow).where(RunRow.id == run_id, RunRow.status == RUNNING, still_dead)
+    with engine().begin() as c:
+        won = c.execute(update(runs_t).where(runs_t.c.id == run_id, runs_t.c.status == RUNNING, still_dead)
                         .values(status=RunStatus.INTERRUPTED.value, ended_at=ended_at, error=error)).rowcount == 1
         if won:
-            _close_stages(s, [run_id])
+            _close_stages(c, [run_id])
         return won
 
 
@@ -249,41 +256,46 @@ def get_run(run_id: str) -> dict[str, Any]:
     """The run record (see ARCHITECTURE.md) for an nb2prod or MLflow run id."""
     reap_interrupted()
     run_id = resolve_run_id(run_id)
-    with session() as s:
-        run = s.get(RunRow, run_id)
-        stages = s.scalars(select(StageRow).where(StageRow.run_id == run_id).order_by(StageRow.position)).all()
-        return _record(run, stages, s.get(RunCheckRow, run_id))
+    with engine().connect() as c:
+        run = c.execute(select(runs_t).where(runs_t.c.id == run_id)).one()
+        stages = c.execute(select(stages_t).where(stages_t.c.run_id == run_id).order_by(stages_t.c.position)).all()
+        return _record(run, stages, c.execute(select(checks_t).where(checks_t.c.run_id == run_id)).one_or_none())
 
 
 def list_runs(notebook: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """Most recent runs first, optionally of one notebook (absolute path)."""
     reap_interrupted()
-    with session() as s:
-        query = select(RunRow).order_by(RunRow.created_at.desc()).limit(limit)
+    with engine().connect() as c:
+        query = select(runs_t).order_by(runs_t.c.created_at.desc()).limit(limit)
         if notebook:
-            query = query.where(RunRow.notebook == notebook)
-        runs = s.scalars(query).all()
-        stages = s.scalars(select(StageRow).where(StageRow.run_id.in_([r.id for r in runs]))
-                           .order_by(StageRow.position)).all()
-        by_run: dict[str, list[StageRow]] = {}
-        for st in stages:
+            query = query.where(runs_t.c.notebook == notebook)
+        runs = c.execute(query).all()
+        ids = [r.id for r in runs]
+        by_run: dict[str, list[Row]] = {}
+        for st in c.execute(select(stages_t).where(stages_t.c.run_id.in_(ids)).order_by(stages_t.c.position)):
             by_run.setdefault(st.run_id, []).append(st)
-        checks = {c.run_id: c for c in s.scalars(select(RunCheckRow).where(RunCheckRow.run_id.in_([r.id for r in runs])))}
+        checks = {ch.run_id: ch for ch in c.execute(select(checks_t).where(checks_t.c.run_id.in_(ids)))}
         return [_record(r, by_run.get(r.id, []), checks.get(r.id)) for r in runs]
 
 
 def attempts(run_id: str) -> list[dict[str, Any]]:
-    with session() as s:
-        rows = s.scalars(select(AttemptRow).where(AttemptRow.run_id == run_id).order_by(AttemptRow.id)).all()
+    with engine().connect() as c:
+        rows = c.execute(select(attempts_t).where(attempts_t.c.run_id == run_id).order_by(attempts_t.c.id)).all()
         return [{"stage": a.stage, "attempt": a.attempt, "status": a.status, "node": a.node, "error": a.error,
                  "started_at": _iso(a.started_at), "ended_at": _iso(a.ended_at)} for a in rows]
+
+
+def runner_pid(run_id: str) -> int | None:
+    """The pid of the process that last took run ``run_id`` over (on the host the run names), if any."""
+    with engine().connect() as c:
+        return c.scalar(select(runs_t.c.pid).where(runs_t.c.id == run_id))
 
 
 def _iso(t: datetime | None) -> str | None:
     return t.replace(tzinfo=timezone.utc).isoformat() if t else None
 
 
-def _record(run: RunRow, stages: list[StageRow], checks: RunCheckRow | None = None) -> dict[str, Any]:
+def _record(run: Row, stages: list[Row], checks: Row | None = None) -> dict[str, Any]:
     end = run.ended_at or now()
     gate = checks.gate if checks and checks.gate else {"status": "none", "reason": None}
     return {

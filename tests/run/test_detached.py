@@ -21,8 +21,11 @@ from tests.conftest import make_notebook
 
 def _child_running(run_id: str) -> psutil.Process:
     for child in psutil.Process().children():
-        if run_id in " ".join(child.cmdline()):
-            return child
+        try:
+            if run_id in " ".join(child.cmdline()):
+                return child
+        except psutil.Error:  # an earlier test's process that has exited and is not reaped yet
+            continue
     raise AssertionError(f"no runner process for run {run_id}")
 
 

@@ -244,10 +244,7 @@ def test_sigkilled_scheduler_and_run_the_attempt_is_interrupted_and_retried(tmp_
 
 
 def _run_pid(run_id):
-    from nb2prod.store.models import RunRow
-
-    with session() as s:
-        return s.get(RunRow, run_id).pid
+    return store.runner_pid(run_id)
 
 
 def test_cli(quick_nb, tmp_path):

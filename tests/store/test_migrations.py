@@ -47,14 +47,14 @@ def schema_differences(engine) -> list:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    import nb2prod.scheduling.models  # noqa: F401 - every mapped table
+    import nb2prod.scheduling.models  # noqa: F401 - every table
     import nb2prod.store.models  # noqa: F401
-    from nb2prod.store.db import Base
+    from nb2prod.store.db import metadata
     from nb2prod.store.migrate import VERSION_TABLE
 
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-        return [d for d in compare_metadata(context, Base.metadata)
+        return [d for d in compare_metadata(context, metadata)
                 if not (d[0] == "remove_table" and d[1].name == "nb2prod_meta")]
 
 
@@ -114,6 +114,22 @@ def test_a_store_at_head_is_opened_without_loading_alembic(store_url):
     fresh_engine()
     out = subprocess.run([sys.executable, "-c", OPEN], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+
+
+def test_a_runs_whole_store_life_loads_neither_alembic_nor_the_orm(store_url):
+    """Every `nb2prod run` records, updates, finishes and reads its run: the run store is SQLAlchemy Core, and the
+    ORM (~0.25 s of imports) is the scheduler's alone."""
+    fresh_engine()
+    life = ("import sys\nfrom nb2prod.core.status import RunStatus\nfrom nb2prod.store import runs\n"
+            "runs.create_run('r1', '/nb.ipynb', {'a': None, 'b': 'k'})\nruns.attach_runner('r1', 1)\n"
+            "with runs.batch():\n    runs.update_stage('r1', 'a', status='done')\n"
+            "    runs.add_attempt('r1', 'a', 1, 'done')\n"
+            "runs.set_checks('r1', {'status': 'passed'}, None, None)\nruns.finish_run('r1', RunStatus.DONE)\n"
+            "record = runs.get_run('r1')\nassert record['status'] == 'done' and record['gate']['status'] == 'passed'\n"
+            "assert record['stages']['b'] == {**record['stages']['b'], 'status': 'skipped', 'cache_key': 'k'}\n"
+            "print(sorted(m for m in ('alembic', 'sqlalchemy.orm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", life], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
 
 
 def test_a_store_from_a_newer_nb2prod_is_refused(store_url):
