@@ -130,6 +130,11 @@ def lookup(directory: Path, key: str) -> dict[str, Any] | None:
     return meta
 
 
+def entry_meta(stage: str, run_id: str, metrics: dict[str, Any], cells: dict[str, Any]) -> dict[str, Any]:
+    """What an entry records of the stage run that wrote it (:func:`write` adds its key, size and times)."""
+    return {"stage": stage, "run_id": run_id, "metrics": metrics, "cells": cells}
+
+
 def write(directory: Path, key: str, outputs: dict[str, Any], meta: dict[str, Any], evict_after: bool = True) -> int:
     """Store ``outputs`` under ``key`` atomically, then (``evict_after``) evict beyond the size bound; returns
     bytes written."""

@@ -342,7 +342,9 @@ class CacheWrites(RunHooks):
         if result.stored:
             self.written = True
             return
-        entry = {"stage": stage, "run_id": req.run_id, "metrics": result.metrics, "cells": result.cells}
+        from nb2prod import cache
+
+        entry = cache.entry_meta(stage, req.run_id, result.metrics, result.cells)
         if req.relay_cache:
             run.relay(type="cache", stage=stage, key=req.keys[stage], outputs=run.outputs[stage], entry=entry)
             return

@@ -50,8 +50,7 @@ def _store(payload: StagePayload, meta: dict[str, Any], values: dict[str, Any]) 
     coordinator's cache actor then tries)."""
     from nb2prod import cache
 
-    entry = {"stage": payload.stage, "run_id": payload.run_id, "metrics": meta.get("metrics", {}),
-             "cells": meta.get("cells", {})}
+    entry = cache.entry_meta(payload.stage, payload.run_id, meta.get("metrics", {}), meta.get("cells", {}))
     try:
         cache.write(Path(payload.cache["directory"]), payload.cache["key"], values, entry, evict_after=False)
     except Exception:  # noqa: BLE001 - a cache write never fails a stage
