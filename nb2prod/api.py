@@ -31,9 +31,11 @@ def check(path: str | Path) -> dict[str, Any]:
 
 
 def run(path: str | Path, options: RunOptions | None = None, *, run_id: str | None = None, origin: str = "cli",
-        observer=None) -> dict[str, Any]:
+        observer=None, source: dict[str, str] | None = None) -> dict[str, Any]:
     """Run the pipeline in the foreground; returns the final run record (status inside, never raises
-    for a failing stage). Once the run is recorded, any error ends it ``failed`` with the reason."""
+    for a failing stage). Once the run is recorded, any error ends it ``failed`` with the reason. ``source``:
+    the notebook's path and git state where the run was submitted (:func:`_source_tags`; a detached run's job
+    runs a copy of the directory), else read here."""
     from nb2prod.cache.plan import plan
     from nb2prod.runner.driver import drive, save_outputs
 
@@ -55,8 +57,8 @@ def run(path: str | Path, options: RunOptions | None = None, *, run_id: str | No
         store.attach_runner(run_id, os.getpid())  # refused when the run was cancelled or reaped before we began
         store.update_run(run_id, tracking_uri=prepared.tracking_uri)
         store.set_cache_keys(run_id, keys)
-        result = drive(_request(run_id, prepared, options, origin, cache_dir, keys, hits), options.ray_address,
-                       observer)
+        result = drive(_request(run_id, prepared, options, origin, cache_dir, keys, hits, source),
+                       options.ray_address, observer)
         save_error = save_outputs(run_id, result, options.output_notebook)
         if "gate" in result:
             store.set_checks(run_id, result["gate"], result.get("promotion"), result.get("drift"))
@@ -73,16 +75,15 @@ def run(path: str | Path, options: RunOptions | None = None, *, run_id: str | No
 
 
 def _request(run_id: str, prepared: Prepared, options: RunOptions, origin: str, cache_dir: str,
-             keys: dict[str, str], hits: dict[str, dict]):
+             keys: dict[str, str], hits: dict[str, dict], source: dict[str, str] | None = None):
     """The :class:`RunRequest` handed to the coordinator."""
     from nb2prod.runner.request import RunRequest
     from nb2prod.runner.shipping import pip_env
     from nb2prod.tracking import is_local
 
     spec = prepared.spec
-    tags = {"nb2prod.kind": "pipeline", "nb2prod.run_id": run_id, "nb2prod.notebook": spec.notebook,
-            "nb2prod.notebook_sha256": prepared.sha256, "nb2prod.version": __version__, "nb2prod.origin": origin,
-            **_git_tags(Path(spec.notebook).parent)}
+    tags = {"nb2prod.kind": "pipeline", "nb2prod.run_id": run_id, "nb2prod.notebook_sha256": prepared.sha256,
+            "nb2prod.version": __version__, "nb2prod.origin": origin, **(source or _source_tags(Path(spec.notebook)))}
     if options.resume_from:
         tags["nb2prod.resumed_from"] = options.resume_from
     shared = _shares_disk(options)  # else the driver asks the cluster what it sees (runner.relay.narrow)
@@ -262,7 +263,7 @@ def _submit_job(path: str | Path, options: RunOptions, address: str, origin: str
     referenced = {var: os.environ[var] for var in secret.references(options.secrets).values() if var}
     try:  # secret and --env values travel in the job's package only
         jobs.submit(address, run_id, prepared.path, job_options, {**prepared.env, **referenced}, env,
-                    detached.metadata(prepared, shown), origin)
+                    detached.metadata(prepared, shown), origin, _source_tags(prepared.path))
     except BaseException as exc:
         store.finish_run(run_id, RunStatus.FAILED, {"type": type(exc).__name__, "message": str(exc)})
         raise
@@ -329,6 +330,12 @@ def _close_interrupted() -> None:
     deadline = time.monotonic() + CLOSE_WAIT_S
     for thread in closing:
         thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _source_tags(notebook: Path) -> dict[str, str]:
+    """The MLflow tags naming where a run's notebook lives: its path (drift's ``previous`` reference is the last
+    run of the same path) and, in a git work tree, the commit and whether the tree had changes."""
+    return {"nb2prod.notebook": str(notebook), **_git_tags(notebook.parent)}
 
 
 def _git_tags(directory: Path) -> dict[str, str]:

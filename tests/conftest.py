@@ -28,10 +28,11 @@ MLFLOW_SERVER_START_S = 420  # on a loaded machine
 EXAMPLE = ROOT / "example_notebooks" / "pipeline.ipynb"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def nb2prod_home(tmp_path_factory) -> Iterator[Path]:
-    """A temp NB2PROD_HOME and MLflow store for the whole session (set in os.environ); the embedded cluster a
-    test's ``nb2prod`` subprocess started for it is stopped at the end (with or without :func:`ray_cluster`)."""
+    """A temp NB2PROD_HOME and MLflow store for the whole session (set in os.environ; for every test, so that none
+    writes the user's own); the embedded cluster a test's ``nb2prod`` subprocess started for it is stopped at the
+    end (with or without :func:`ray_cluster`)."""
     home = tmp_path_factory.mktemp("nb2prod-home")
     os.environ["NB2PROD_HOME"] = str(home)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"

@@ -34,11 +34,13 @@ RESULT_SCHEMA_VERSION = 1
 def run(notebook: str, as_json: bool, quiet: bool, detach: bool, run_id: str | None, options_file: str | None,
         job_package: str | None, origin: str, **kw: Any) -> None:
     """Run NOTEBOOK (or a compiled pipeline.json) as a pipeline on Ray, tracked in MLflow."""
+    source = None
     try:
-        if job_package:  # the driver of a detached run's Ray job: options and secret values from its package
+        if job_package:  # the driver of a detached run's Ray job: options, secret values, source from its package
             from nb2prod.runner.jobs import accept
 
-            chosen = RunOptions.from_dict(accept(job_package)["options"])
+            package = accept(job_package)
+            chosen, source = RunOptions.from_dict(package["options"]), package.get("source")
         elif options_file:  # a detached run (api.start_run): inline secret values come in the environment
             chosen = RunOptions.from_dict(json.loads(Path(options_file).read_text()))
             chosen.parameters.update(secret.take_inline_values())
@@ -51,7 +53,7 @@ def run(notebook: str, as_json: bool, quiet: bool, detach: bool, run_id: str | N
             chosen.parameters, chosen.secrets = secret.resumed(before, chosen.parameters, chosen.secrets)
         if detach:
             _detach(notebook, chosen, as_json)
-        execute(notebook, chosen, as_json=as_json, quiet=quiet, run_id=run_id, origin=origin)
+        execute(notebook, chosen, as_json=as_json, quiet=quiet, run_id=run_id, origin=origin, source=source)
     except Nb2ProdError as exc:
         if not as_json:
             raise
@@ -102,8 +104,8 @@ def resume(run_id: str, as_json: bool, quiet: bool, **kw: Any) -> None:
 
 
 def execute(notebook: str, options: RunOptions, *, as_json: bool, quiet: bool, run_id: str | None = None,
-            origin: str = "cli") -> None:
-    """Run, render live status, print the result, exit 0/1/130."""
+            origin: str = "cli", source: dict[str, str] | None = None) -> None:
+    """Run, render live status, print the result, exit 0/1/130 (``source``: see ``api.run``)."""
     from nb2prod.runner.cluster import without_format_checkers, without_serialization_addons
 
     without_format_checkers()
@@ -119,7 +121,7 @@ def execute(notebook: str, options: RunOptions, *, as_json: bool, quiet: bool, r
             stderr.print("starting nb2prod's local Ray cluster (127.0.0.1 only; it stays warm for the next runs — "
                          "`nb2prod cluster down` stops it)")
     with LiveStatus(prepared_stages, enabled=not quiet) as live:
-        record = api.run(notebook, options, run_id=run_id, origin=origin, observer=live)
+        record = api.run(notebook, options, run_id=run_id, origin=origin, observer=live, source=source)
     if as_json:
         click.echo(json.dumps(result_json(record)))
     _summary(record)

@@ -100,7 +100,7 @@ def execute(payload: StagePayload, upstream: dict[str, dict[str, Any]],
     if payload.mlflow:
         os.environ["MLFLOW_TRACKING_URI"] = payload.mlflow["tracking_uri"]
         os.environ["MLFLOW_RUN_ID"] = payload.mlflow["run_id"]
-    old_cwd = os.getcwd()
+    old_cwd = _worker_cwd()
     if payload.ship:  # the notebook's directory, as shipped: unpacked once per node, named by its content
         from nb2prod.runner.shipping import unpacked
 
@@ -151,6 +151,15 @@ def execute(payload: StagePayload, upstream: dict[str, dict[str, Any]],
     meta["duration_s"] = meta["ended_at"] - started
     meta["log"] = "".join(stdout_log)
     return meta, outputs
+
+
+def _worker_cwd() -> str:
+    """The directory the worker returns to after a stage. Ray starts workers in its raylet's working directory
+    (where `ray start` ran); when that directory was deleted since, the temp directory."""
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        return tempfile.gettempdir()
 
 
 def _stage_files(directory: Path) -> dict[str, bytes]:

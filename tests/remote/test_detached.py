@@ -51,6 +51,10 @@ def test_a_detached_run_outlives_its_submitter_and_another_user_sees_it(tmp_path
          "print('prepared', len(values))", ["stage:prepare"]),
         ("total = sum(values)\nprint('total', total)", ["stage:total"]),
     ])
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for args in (["init", "-q"], ["add", nb.name], ["commit", "-qm", "notebook"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     env = {**remote_cluster["env"], "MLFLOW_TRACKING_URI": mlflow_server}
     submitter = subprocess.Popen([sys.executable, "-m", "nb2prod", "run", str(nb), "--detach", "--json", "-p", "n", "5"],
                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -80,6 +84,9 @@ def test_a_detached_run_outlives_its_submitter_and_another_user_sees_it(tmp_path
     client = MlflowClient(mlflow_server)
     parent = client.get_run(record["mlflow_run_id"])
     assert parent.data.tags["nb2prod.status"] == "done"
+    # where the notebook lives is the submitter's path and git state, not the job's copy on the head node
+    assert parent.data.tags["nb2prod.notebook"] == str(nb.resolve()) == record["notebook"]
+    assert parent.data.tags["mlflow.source.git.commit"] == commit and parent.data.tags["nb2prod.git_dirty"] == "False"
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"output.ipynb", "pipeline.json"}
     child = client.get_run(record["stages"]["prepare"]["mlflow_run_id"])
     assert [a.path for a in client.list_artifacts(child.info.run_id)] == ["logs", "note.txt"]
