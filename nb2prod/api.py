@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -34,7 +33,7 @@ def run(path: str | Path, options: RunOptions | None = None, *, run_id: str | No
         observer=None, source: dict[str, str] | None = None) -> dict[str, Any]:
     """Run the pipeline in the foreground; returns the final run record (status inside, never raises
     for a failing stage). Once the run is recorded, any error ends it ``failed`` with the reason. ``source``:
-    the notebook's path and git state where the run was submitted (:func:`_source_tags`; a detached run's job
+    the notebook's path and git state where the run was submitted (``tracking.source_tags``; a detached run's job
     runs a copy of the directory), else read here."""
     from nb2prod.cache.plan import plan
     from nb2prod.runner.driver import drive, save_outputs
@@ -79,11 +78,11 @@ def _request(run_id: str, prepared: Prepared, options: RunOptions, origin: str, 
     """The :class:`RunRequest` handed to the coordinator."""
     from nb2prod.runner.request import RunRequest
     from nb2prod.runner.shipping import pip_env
-    from nb2prod.tracking import is_local
+    from nb2prod.tracking import is_local, source_tags
 
     spec = prepared.spec
     tags = {"nb2prod.kind": "pipeline", "nb2prod.run_id": run_id, "nb2prod.notebook_sha256": prepared.sha256,
-            "nb2prod.version": __version__, "nb2prod.origin": origin, **(source or _source_tags(Path(spec.notebook)))}
+            "nb2prod.version": __version__, "nb2prod.origin": origin, **(source or source_tags(Path(spec.notebook)))}
     if options.resume_from:
         tags["nb2prod.resumed_from"] = options.resume_from
     shared = _shares_disk(options)  # else the driver asks the cluster what it sees (runner.relay.narrow)
@@ -243,6 +242,7 @@ def cancel_run(run_id: str) -> dict[str, Any]:
 def _submit_job(path: str | Path, options: RunOptions, address: str, origin: str) -> str:
     """A detached run as a Ray job on the cluster at ``address`` (see :mod:`nb2prod.runner.jobs`)."""
     from nb2prod.runner import detached, jobs, shipping
+    from nb2prod.tracking import source_tags
 
     if options.output_notebook or options.log_output:
         raise UsageError("--output-notebook and --log-output need a run in the foreground; a detached run's executed "
@@ -263,7 +263,7 @@ def _submit_job(path: str | Path, options: RunOptions, address: str, origin: str
     referenced = {var: os.environ[var] for var in secret.references(options.secrets).values() if var}
     try:  # secret and --env values travel in the job's package only
         jobs.submit(address, run_id, prepared.path, job_options, {**prepared.env, **referenced}, env,
-                    detached.metadata(prepared, shown), origin, _source_tags(prepared.path))
+                    detached.metadata(prepared, shown), origin, source_tags(prepared.path))
     except BaseException as exc:
         store.finish_run(run_id, RunStatus.FAILED, {"type": type(exc).__name__, "message": str(exc)})
         raise
@@ -330,22 +330,3 @@ def _close_interrupted() -> None:
     deadline = time.monotonic() + CLOSE_WAIT_S
     for thread in closing:
         thread.join(max(0.0, deadline - time.monotonic()))
-
-
-def _source_tags(notebook: Path) -> dict[str, str]:
-    """The MLflow tags naming where a run's notebook lives: its path (drift's ``previous`` reference is the last
-    run of the same path) and, in a git work tree, the commit and whether the tree had changes."""
-    return {"nb2prod.notebook": str(notebook), **_git_tags(notebook.parent)}
-
-
-def _git_tags(directory: Path) -> dict[str, str]:
-    try:
-        commit = subprocess.run(["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5)
-        if commit.returncode != 0:
-            return {}
-        dirty = subprocess.run(["git", "-C", str(directory), "status", "--porcelain"], capture_output=True,
-                               text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return {"mlflow.source.git.commit": commit.stdout.strip(), "nb2prod.git_dirty": str(bool(dirty.stdout.strip()))}

@@ -179,6 +179,14 @@ def make_notebook(path: Path, cells: list[tuple[str, list[str]]]) -> Path:
     return path
 
 
+def committed(*files: Path) -> str:
+    """Make the files' directory a git work tree with ``files`` committed; the commit's id."""
+    git = ["git", "-C", str(files[0].parent), "-c", "user.name=nb2prod", "-c", "user.email=nb2prod@example.com"]
+    for args in (["init", "-q"], ["add", *(f.name for f in files)], ["commit", "-qm", "files"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+
 @pytest.fixture(scope="session")
 def postgres():
     """A real PostgreSQL server for the session (see tests/postgres.py); skipped only without its binaries."""

@@ -117,7 +117,7 @@ def _unreachable(address: str, exc: Exception) -> Nb2ProdError:
 def submit(address: str, run_id: str, notebook: Path, options: dict[str, Any], env: dict[str, str],
            runtime_env: dict[str, Any], metadata: dict[str, str], origin: str, source: dict[str, str]) -> str:
     """Submit the run as job ``nb2prod-<run_id>``; returns the submission id once the cluster accepted it.
-    ``source``: the notebook's path and git state here (``api._source_tags``), for the run's MLflow tags."""
+    ``source``: the notebook's path and git state here (``tracking.source_tags``), for the run's MLflow tags."""
     jobs = client(address)
     payload = {"run_id": run_id, "options": options, "env": env, "source": source,
                "nonce": secrets.token_hex(16)}  # the nonce makes the package's content address unguessable

@@ -38,7 +38,7 @@ def main(run_id: str, request: dict[str, Any]) -> int:
     """Execute the notebook of ``request``; the run's status goes to the run store. Returns the exit code."""
     import papermill
 
-    from nb2prod.tracking import Tracker
+    from nb2prod.tracking import Tracker, source_tags
 
     def stop(*_):
         raise SystemExit(143)
@@ -56,8 +56,8 @@ def main(run_id: str, request: dict[str, Any]) -> int:
         hidden = [str(parameters[n]) for n in secret.names(secrets) if n in parameters and str(parameters[n])]
     except UsageError as exc:
         refused = StageError("UsageError", exc.message)
-    tags = {"nb2prod.kind": "notebook", "nb2prod.run_id": run_id, "nb2prod.notebook": str(notebook),
-            "nb2prod.origin": "scheduler", "nb2prod.notebook_sha256": request.get("sha256", "")}
+    tags = {"nb2prod.kind": "notebook", "nb2prod.run_id": run_id, "nb2prod.origin": "scheduler",
+            "nb2prod.notebook_sha256": request.get("sha256", ""), **source_tags(notebook)}
     run = RunContext(run_id, notebook.stem, options.get("experiment") or notebook.stem, tags,
                      secret.stored_parameters(parameters, secrets), lambda event: record_event(run_id, event),
                      attempts={STAGE: 1})

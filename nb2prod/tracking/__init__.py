@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -231,6 +232,25 @@ def environment_tags() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return tags
+
+
+def source_tags(notebook: Path) -> dict[str, str]:
+    """Where a run's notebook lives, as MLflow tags: its path (drift's ``previous`` reference is the last run of
+    the same path) and, in a git work tree, the commit and whether the tree had changes."""
+    return {"nb2prod.notebook": str(notebook), **_git_tags(notebook.parent)}
+
+
+def _git_tags(directory: Path) -> dict[str, str]:
+    try:
+        commit = subprocess.run(["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5)
+        if commit.returncode != 0:
+            return {}
+        dirty = subprocess.run(["git", "-C", str(directory), "status", "--porcelain"], capture_output=True,
+                               text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {"mlflow.source.git.commit": commit.stdout.strip(), "nb2prod.git_dirty": str(bool(dirty.stdout.strip()))}
 
 
 def pip_freeze() -> str:

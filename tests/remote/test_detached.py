@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_notebook
+from tests.conftest import committed, make_notebook
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # includes starting the remote cluster
 
@@ -51,10 +51,7 @@ def test_a_detached_run_outlives_its_submitter_and_another_user_sees_it(tmp_path
          "print('prepared', len(values))", ["stage:prepare"]),
         ("total = sum(values)\nprint('total', total)", ["stage:total"]),
     ])
-    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    for args in (["init", "-q"], ["add", nb.name], ["commit", "-qm", "notebook"]):
-        subprocess.run([*git, *args], check=True, capture_output=True)
-    commit = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    commit = committed(nb)
     env = {**remote_cluster["env"], "MLFLOW_TRACKING_URI": mlflow_server}
     submitter = subprocess.Popen([sys.executable, "-m", "nb2prod", "run", str(nb), "--detach", "--json", "-p", "n", "5"],
                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -10,7 +10,7 @@ import pytest
 
 from nb2prod import api
 from nb2prod.contracts import RunOptions
-from tests.conftest import make_notebook, run_cli
+from tests.conftest import committed, make_notebook, run_cli
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
@@ -30,6 +30,8 @@ def branching(tmp_path):
 
 
 def test_successful_run_is_tracked(branching, mlflow_client, tmp_path):
+    commit = committed(branching)
+    (tmp_path / "scratch.txt").write_text("not committed")
     out_nb = tmp_path / "out.ipynb"
     record = api.run(branching, RunOptions(parameters={"ratio": 2, "label": "hello"}, no_cache=True,
                                            output_notebook=str(out_nb)))
@@ -39,6 +41,7 @@ def test_successful_run_is_tracked(branching, mlflow_client, tmp_path):
     tags = parent.data.tags
     assert tags["nb2prod.kind"] == "pipeline" and tags["nb2prod.run_id"] == record["id"]
     assert tags["nb2prod.notebook"] == str(branching) and len(tags["nb2prod.notebook_sha256"]) == 64
+    assert tags["mlflow.source.git.commit"] == commit and tags["nb2prod.git_dirty"] == "True"
     assert parent.data.params == {"n": "4", "ratio": "2.0", "label": "hello"}  # int accepted for a float
     assert parent.data.metrics["boxed"] == 106.0  # a class from `make` sees `use`'s globals (its mutated copy)
     assert {a.path for a in mlflow_client.list_artifacts(parent.info.run_id)} >= {

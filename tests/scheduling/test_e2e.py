@@ -22,7 +22,7 @@ from nb2prod.scheduling.models import FireAttemptRow
 from nb2prod.scheduling.service import Scheduler, utcnow
 from nb2prod.store import runs as store
 from nb2prod.store.db import session
-from tests.conftest import make_notebook, run_cli
+from tests.conftest import committed, make_notebook, run_cli
 from tests.scheduling.conftest import Clock, fires
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
@@ -181,6 +181,7 @@ def test_timeout_cancels_the_run(tmp_path):
 
 
 def test_notebook_mode_logs_papermill_output_to_mlflow(quick_nb, mlflow_client):
+    commit = committed(quick_nb)
     cron, created = missed_once()
     schedules.add("plain", str(quick_nb), cron, mode="notebook", catchup="latest",
                   parameters={"n": "7", "day": "{{ scheduled_time:%Y }}"}, now=created)
@@ -189,6 +190,7 @@ def test_notebook_mode_logs_papermill_output_to_mlflow(quick_nb, mlflow_client):
     run = mlflow_client.get_run(fire.mlflow_run_id)
     assert run.data.params["n"] == "7" and run.data.params["day"] == str(fire.scheduled_time.year)
     assert run.data.tags["nb2prod.kind"] == "notebook" and run.info.status == "FINISHED"
+    assert run.data.tags["nb2prod.notebook"] == str(quick_nb) and run.data.tags["mlflow.source.git.commit"] == commit
     assert "output.ipynb" in [a.path for a in mlflow_client.list_artifacts(run.info.run_id)]
     output = json.loads(open(mlflow_client.download_artifacts(run.info.run_id, "output.ipynb")).read())
     injected = [c for c in output["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
