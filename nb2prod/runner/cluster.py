@@ -65,6 +65,13 @@ def user_tmp() -> Path:
     return path
 
 
+def session_dir() -> Path:
+    """The Ray session directory on this node, from a process of the cluster (a worker or a driver)."""
+    import ray
+
+    return Path(ray._private.worker.global_worker.node.get_session_dir_path())
+
+
 def token_path() -> Path:
     """The embedded cluster's auth token file (created 0600 on first use)."""
     path = cluster_dir() / "auth_token"

@@ -24,7 +24,7 @@ import ray
 
 from nb2prod.contracts import EventKind, RunEvent
 from nb2prod.errors import Nb2ProdError
-from nb2prod.runner.cluster import HEAD_NODE, NAMESPACE
+from nb2prod.runner.cluster import HEAD_NODE, NAMESPACE, session_dir
 from nb2prod.runner.hooks import default_hooks
 from nb2prod.runner.orchestrator import Orchestration
 from nb2prod.runner.request import RunRequest
@@ -66,6 +66,11 @@ class Coordinator:
     """Actor body; see :func:`get_coordinator`."""
 
     def __init__(self, tracking_uri: str | None = None) -> None:
+        from nb2prod.runner.keeper import workdir
+
+        # Ray starts an actor in its raylet's working directory (where `ray start` ran, which may be deleted, and
+        # MLflow resolves a store's default artifact root against it): the coordinator lives in a private one
+        os.chdir(workdir(session_dir()))
         self._code = code_fingerprint()
         self._runs: dict[str, RunState] = {}
         self._trackers: dict[str, Any] = {}

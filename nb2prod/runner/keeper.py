@@ -32,7 +32,8 @@ def workdir(parent: Path) -> Path:
     directory under ``parent``. Ray puts a driver's working directory on the ``sys.path`` of its job's workers, and
     the keeper's job runs every stage: a stage imports its notebook's modules from the notebook's directory only,
     never from wherever the cluster or its first client happened to start; and workers whose working directory
-    was deleted would fail every stage (``os.getcwd()``)."""
+    was deleted would fail every stage (``os.getcwd()``). The coordinator moves into the one under its Ray session
+    directory as it starts."""
     from nb2prod.home import private_dir
 
     return private_dir(parent / "keeper-cwd")
@@ -44,6 +45,7 @@ class KeeperHost:
     def __init__(self, warm: dict[str, Any] | None = None) -> None:
         import ray
 
+        from nb2prod.runner.cluster import session_dir
         from nb2prod.runner.coordinator import code_fingerprint
 
         self._code = code_fingerprint()
@@ -52,7 +54,7 @@ class KeeperHost:
         env["NB2PROD_NODE_IP"] = ray.util.get_node_ip_address()
         env[WORKER_PYTHONPATH] = os.environ.get("PYTHONPATH", "")  # what this cluster's workers start with
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # the code this host runs (checked)
-        session = Path(ray._private.worker.global_worker.node.get_session_dir_path())
+        session = session_dir()
         with open(session / "logs" / f"nb2prod-keeper-{self._code}.log", "ab") as out:
             self._proc = subprocess.Popen([sys.executable, "-m", "nb2prod.runner.keeper", IN_CLUSTER,
                                            context.gcs_address, *([json.dumps(warm)] if warm else [])], env=env,

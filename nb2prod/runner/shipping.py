@@ -109,10 +109,10 @@ def unpacked(key: str) -> str:
 
 def _ship_root() -> Path:
     """Per-node directory of unpacked shipments: in the Ray session dir, so it goes with the cluster."""
-    import ray
+    from nb2prod.runner.cluster import session_dir
 
     try:
-        base = Path(ray._private.worker.global_worker.node.get_session_dir_path())
+        base = session_dir()
     except AttributeError:
         base = Path(tempfile.gettempdir())
     root = base / "nb2prod-ship"

@@ -72,9 +72,7 @@ def _env(cluster: dict, out: Path) -> dict:
 
 
 def test_cluster_up_launches_the_coordinator_the_first_run_then_uses(tmp_path):
-    started = tmp_path / "started"  # where the user ran `ray start`
-    started.mkdir()
-    with ray_start(started) as cluster:
+    with ray_start(tmp_path) as cluster:
         up = subprocess.run([sys.executable, "-m", "nb2prod", "cluster", "up", "--ray-address", cluster["address"]],
                             capture_output=True, text=True, env=cluster["env"], timeout=300)
         assert up.returncode == 0, up.stderr[-3000:]
@@ -83,15 +81,27 @@ def test_cluster_up_launches_the_coordinator_the_first_run_then_uses(tmp_path):
         work = tmp_path / "nb"
         work.mkdir()
         (work / "utils.py").write_text("VALUE = 1\n")
-        (started / "started_here.py").write_text("X = 1\n")  # the keeper runs elsewhere
+        (tmp_path / "started_here.py").write_text("X = 1\n")  # where `ray start` ran: the keeper runs elsewhere
         _ok(_run(_reporting(work), cluster, "--env", "OUT_DIR", env=_env(cluster, tmp_path)))
         assert not _seen(tmp_path)["started_here"]  # Ray lends a driver's working directory to its job's workers
         assert _coordinator_pid(cluster) == coordinator
         again = subprocess.run([sys.executable, "-m", "nb2prod", "cluster", "up", "--ray-address", cluster["address"]],
                                capture_output=True, text=True, env=cluster["env"], timeout=300)
         assert again.returncode == 0 and _coordinator_pid(cluster) == coordinator  # idempotent
-        shutil.rmtree(started)  # Ray's workers run in the raylet's working directory: now gone
-        _ok(_run(_reporting(work), cluster, "--env", "OUT_DIR", env=_env(cluster, tmp_path)))
+
+
+def test_a_cluster_started_in_a_directory_since_deleted(tmp_path):
+    """Ray starts every worker in its raylet's working directory, where the user ran `ray start`: once that is
+    deleted, a new coordinator (MLflow resolves paths against it) and the stages still run."""
+    started = tmp_path / "started"
+    started.mkdir()
+    work = tmp_path / "nb"
+    work.mkdir()
+    nb = make_notebook(work / "cwd.ipynb", [("import os\nhere = os.getcwd()", ["stage:s"])])
+    with ray_start(started) as cluster:
+        shutil.rmtree(started)  # before nb2prod first reached the cluster
+        for _ in range(2):  # a new coordinator and stage workers, then warm ones
+            _ok(_run(nb, cluster))
 
 
 def test_second_run_reuses_stage_worker_and_coordinator_and_sees_edited_module(tmp_path, ray_start_cluster, out):
