@@ -135,32 +135,22 @@ def entry_meta(stage: str, run_id: str, metrics: dict[str, Any], cells: dict[str
     return {"stage": stage, "run_id": run_id, "metrics": metrics, "cells": cells}
 
 
-def write(directory: Path, key: str, outputs: dict[str, Any], meta: dict[str, Any], evict_after: bool = True) -> int:
-    """Store ``outputs`` under ``key`` atomically, then (``evict_after``) evict beyond the size bound; returns
-    bytes written."""
-    import cloudpickle
-
+def write(directory: Path, key: str, outputs: dict[str, Any] | Pickled, meta: dict[str, Any],
+          evict_after: bool = True) -> int:
+    """Store ``outputs`` (or outputs already :func:`pickled`) under ``key`` atomically, then (``evict_after``) evict
+    beyond the size bound; returns bytes written."""
     final = _entry(directory, key)
     if (final / "meta.json").exists():
         return 0
+    entry = outputs if isinstance(outputs, Pickled) else pickled(outputs)
     tmp = directory / f".tmp-{uuid.uuid4().hex}"
     private_dir(tmp / "buffers")
-    buffers: list[Any] = []
-
-    def keep(buffer) -> bool:
-        view = buffer.raw()
-        if view.nbytes < _INLINE_LIMIT:
-            return True  # serialize in-band
-        buffers.append(view)
-        return False
-
-    data = cloudpickle.dumps(outputs, protocol=5, buffer_callback=keep)
-    write_private(tmp / "outputs.pkl", data)
-    size = len(data)
-    for i, view in enumerate(buffers):
-        write_private(tmp / "buffers" / f"{i}.bin", view)
-        size += view.nbytes
-    _write_json(tmp / "meta.json", {**meta, "key": key, "size": size, "buffers": len(buffers),
+    write_private(tmp / "outputs.pkl", entry.data)
+    size = len(entry.data)
+    for i, buffer in enumerate(entry.buffers):
+        write_private(tmp / "buffers" / f"{i}.bin", buffer)
+        size += buffer.nbytes
+    _write_json(tmp / "meta.json", {**meta, "key": key, "size": size, "buffers": len(entry.buffers),
                                     "created": time.time(), "last_used": time.time()})
     private_dir(final.parent)
     try:
@@ -175,9 +165,11 @@ def write(directory: Path, key: str, outputs: dict[str, Any], meta: dict[str, An
 
 @dataclass
 class Pickled:
-    """A cache entry as stored: the pickle and its large buffers (numpy byte arrays, read-only). The cache actor
-    hands entries over in this form, so it never imports the libraries of the objects inside; the stage's worker
-    unpickles them (:meth:`load`), where the notebook's own modules import too."""
+    """A stage's outputs as a cache entry stores them: the pickle and its large buffers (numpy byte arrays). Outputs
+    travel in this form, from the stage's worker (:func:`pickled`) or the cache: the coordinator, the cache actor and
+    a client writing its own cache never unpickle them (they may not import the objects' libraries, nor the
+    notebook's own modules); the consuming stage's worker does (:meth:`load`), with the notebook's directory on its
+    path."""
 
     data: bytes
     buffers: list[Any]
@@ -187,6 +179,25 @@ class Pickled:
         import pickle
 
         return pickle.loads(self.data, buffers=[memoryview(b) for b in self.buffers])
+
+
+def pickled(outputs: dict[str, Any]) -> Pickled:
+    """``outputs`` pickled as an entry stores them: protocol 5, buffers of 64 KiB and more (numpy data) out of band
+    and not copied. A stage's worker hands its outputs on in this form (see :class:`Pickled`)."""
+    import cloudpickle
+
+    buffers: list[Any] = []
+
+    def keep(buffer) -> bool:
+        view = buffer.raw()
+        if view.nbytes < _INLINE_LIMIT:
+            return True  # serialized in band
+        import numpy as np  # there is numpy data (or another buffer as big)
+
+        buffers.append(np.frombuffer(view, dtype=np.uint8))
+        return False
+
+    return Pickled(cloudpickle.dumps(outputs, protocol=5, buffer_callback=keep), buffers)
 
 
 def read(directory: Path, key: str) -> Pickled:

@@ -12,7 +12,8 @@ tracking store and the cache itself, as the embedded one does. What it cannot se
   coordinator. A server or database URI is written from the cluster directly.
 - The stage cache lives with the driver (the client, or a detached run's job driver on the head node): cache
   hits travel to the cluster as objects the driver puts (:func:`put_hits`); new outputs travel back as object
-  refs in ``cache`` events that the driver writes to its cache (:class:`Replay`).
+  refs in ``cache`` events that the driver writes to its cache (:class:`Replay`), still pickled: the driver never
+  imports what they hold (their libraries, the notebook's own modules).
 - Stage artifacts and logs travel inside each stage's result (:func:`nb2prod.runner.stage.execute`), the
   executed notebook inside the run's result.
 """
@@ -216,12 +217,15 @@ class Replay:
                 outcome = ("error", type(exc).__name__, getattr(exc, "error_code", None), str(exc))
             self.answer(event["token"], outcome)
             return True
-        if event["type"] == "cache":
+        if event["type"] == "cache":  # the outputs still pickled (cache.Pickled): nothing of the stage is imported here
             import ray
 
             from nb2prod import cache
 
-            cache.write(Path(self.cache_dir), event["key"], ray.get(event["outputs"]), event["entry"])
+            try:
+                cache.write(Path(self.cache_dir), event["key"], ray.get(event["outputs"]), event["entry"])
+            except Exception:  # noqa: BLE001 - a cache write never fails a run (the stage is not cached)
+                pass
             return True
         return False
 

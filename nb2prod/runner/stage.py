@@ -85,9 +85,9 @@ def stage_dir() -> Path:
     return path
 
 
-def execute(payload: StagePayload, upstream: dict[str, dict[str, Any]],
-            echo: Echo | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run one stage; return ``(meta, outputs)``. User errors are reported in ``meta``, not raised."""
+def execute(payload: StagePayload, upstream: dict[str, Any], echo: Echo | None = None) -> tuple[dict[str, Any], Any]:
+    """Run one stage; return ``(meta, outputs)``, the outputs pickled here (:func:`_pack`). ``upstream``: each
+    producer's outputs, in that form or as a dict. User errors are reported in ``meta``, not raised."""
     started = time.time()
     meta: dict[str, Any] = {"status": "done", "error": None, "cells": {}, "metrics": {}, "pid": os.getpid(),
                             "started_at": started}
@@ -112,7 +112,7 @@ def execute(payload: StagePayload, upstream: dict[str, dict[str, Any]],
     os.chdir(payload.notebook_dir)
     sys.path.insert(0, payload.notebook_dir)
     ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__, "display": None}
-    outputs: dict[str, Any] = {}
+    packed = None
     stdout_log: list[str] = []
     try:
         ns["display"] = _Display(meta)
@@ -128,6 +128,7 @@ def execute(payload: StagePayload, upstream: dict[str, dict[str, Any]],
         outputs = _collect_outputs(payload, ns)
         if payload.keep_all:
             outputs.update(_everything_else(ns, baseline, outputs))
+        packed = _pack(payload, outputs)
         meta["metrics"] = _collect_metrics(payload, ns)
         _mlops_artifacts(payload, ns, meta)
     except _CellFailed as failed:
@@ -150,7 +151,11 @@ def execute(payload: StagePayload, upstream: dict[str, dict[str, Any]],
     meta["ended_at"] = time.time()
     meta["duration_s"] = meta["ended_at"] - started
     meta["log"] = "".join(stdout_log)
-    return meta, outputs
+    if packed is None:  # the stage failed: nothing of it is read
+        from nb2prod.cache import pickled
+
+        packed = pickled({})
+    return meta, packed
 
 
 def _worker_cwd() -> str:
@@ -251,7 +256,7 @@ def _error_from(exc: BaseException, index: int) -> dict[str, Any]:
 def _take_inputs(payload: StagePayload, upstream: dict[str, Any], ns: dict) -> dict[str, Any]:
     from nb2prod.cache import Pickled
 
-    upstream = {k: v.load() if isinstance(v, Pickled) else v for k, v in upstream.items()}  # from the cache actor
+    upstream = {k: v.load() if isinstance(v, Pickled) else v for k, v in upstream.items()}
     values = {}
     for name, producer in payload.inputs.items():
         value = upstream[producer][name]
@@ -289,7 +294,7 @@ def _rebind(value: Any, ns: dict) -> Any:
 
 def _everything_else(ns: dict, baseline: dict, outputs: dict[str, Any]) -> dict[str, Any]:
     """Values a leaf stage bound itself that can be pickled (modules, privates, unpicklable values left out)."""
-    from ray import cloudpickle
+    import cloudpickle
 
     kept = {}
     for name, value in ns.items():
@@ -311,24 +316,37 @@ def _collect_outputs(payload: StagePayload, ns: dict) -> dict[str, Any]:
             raise _CellFailed({"type": "NameError", "message": f"stage {payload.stage!r} did not define {name!r}, "
                                "which a downstream stage reads (was it bound only in a branch not taken?)",
                                "cell_index": payload.cells[-1][0], "line": None, "traceback": ""})
-        _check_serializable(payload.stage, name, ns[name], payload.cells[-1][0])
         outputs[name] = ns[name]
     return outputs
 
 
-def _check_serializable(stage: str, name: str, value: Any, cell: int) -> None:
-    if value is None or isinstance(value, (*_SCALARS, str, bytes)) or type(value).__module__.split(".")[0] in (
-            "numpy", "pandas"):
-        return
-    from ray import cloudpickle
+def _pack(payload: StagePayload, outputs: dict[str, Any]) -> Any:
+    """The stage's outputs pickled here (``cache.Pickled``), where the notebook's own modules are importable: an
+    object of its ``utils.py`` is pickled by reference, and unpickled only by the consuming stage, with the
+    notebook's directory on its path; the coordinator, the cache and a client store them as they are."""
+    from nb2prod.cache import pickled
 
     try:
-        cloudpickle.dumps(value)
-    except Exception as exc:  # noqa: BLE001
-        raise _CellFailed({"type": "SerializationError", "cell_index": cell, "line": None, "traceback": "",
-                           "message": f"output {name!r} of stage {stage!r} cannot be serialized to pass to the "
-                                      f"next stage ({type(exc).__name__}: {exc}); recreate it in the stage that "
-                                      "uses it, or in a `setup` cell"}) from None
+        return pickled(outputs)
+    except Exception as exc:  # noqa: BLE001 - the stage's error, naming the output that cannot be pickled
+        name, cause = _unpicklable(outputs) or ("", exc)
+        raise _CellFailed({"type": "SerializationError", "cell_index": payload.cells[-1][0], "line": None,
+                           "traceback": "",
+                           "message": f"output {name!r} of stage {payload.stage!r} cannot be serialized to pass to "
+                                      f"the next stage ({type(cause).__name__}: {cause}); recreate it in the stage "
+                                      "that uses it, or in a `setup` cell"}) from None
+
+
+def _unpicklable(outputs: dict[str, Any]) -> tuple[str, Exception] | None:
+    """The first output that cannot be pickled, with the reason."""
+    import cloudpickle
+
+    for name, value in outputs.items():
+        try:
+            cloudpickle.dumps(value, protocol=5, buffer_callback=lambda _: False)
+        except Exception as exc:  # noqa: BLE001
+            return name, exc
+    return None
 
 
 def _collect_metrics(payload: StagePayload, ns: dict) -> dict[str, float]:

@@ -44,10 +44,9 @@ def run_stage(payload: StagePayload, coordinator, producers: list[str], *outputs
     return meta, values
 
 
-def _store(payload: StagePayload, meta: dict[str, Any], values: dict[str, Any]) -> bool:
-    """Write the stage's outputs to the cache from the worker that has them (no other process deserializes them,
-    importing their libraries); eviction is the coordinator's, once per run. False if the write failed (the
-    coordinator's cache actor then tries)."""
+def _store(payload: StagePayload, meta: dict[str, Any], values: Any) -> bool:
+    """Write the stage's outputs (pickled, ``cache.Pickled``) to the cache from the worker that has them; eviction is
+    the coordinator's, once per run. False if the write failed (the coordinator's cache actor then tries)."""
     from nb2prod import cache
 
     entry = cache.entry_meta(payload.stage, payload.run_id, meta.get("metrics", {}), meta.get("cells", {}))
@@ -101,8 +100,8 @@ class CacheIO:
 
         return cache.read(Path(directory), key)
 
-    def store(self, directory: str, key: str, outputs: dict[str, Any], meta: dict[str, Any]) -> int:
-        """Write one stage's outputs to the cache."""
+    def store(self, directory: str, key: str, outputs: Any, meta: dict[str, Any]) -> int:
+        """Write one stage's outputs (``cache.Pickled``: this process imports none of their libraries) to the cache."""
         from nb2prod import cache
 
         return cache.write(Path(directory), key, outputs, meta)

@@ -30,11 +30,13 @@ def _attached_env(cluster: dict) -> dict:
 
 
 def test_an_attached_run_keeps_everything_on_the_client(tmp_path, remote_cluster, tracking_uri, mlflow_client):
+    (tmp_path / "attached_helpers.py").write_text("def total_of(values):\n    return float(values.sum())\n")
     nb = make_notebook(tmp_path / "attached.ipynb", [
         ("scale = 2", ["parameters"]),
         ("import nb2prod\nimport numpy as np\ndata = np.arange(10) * scale\n"
          "(nb2prod.stage_dir() / 'data.txt').write_text(str(data.sum()))\nprint('made data')", ["stage:make"]),
-        ("total = float(data.sum())\nprint('total', total)\nimport mlflow\n"  # its own calls: kept, sent back
+        ("from attached_helpers import total_of", ["stage:helper"]),  # its output: a function of the notebook's module
+        ("total = total_of(data)\nprint('total', total)\nimport mlflow\n"  # its own calls: kept, sent back
          "mlflow.log_metric('loss', 0.5, step=1)\nmlflow.log_metric('loss', 0.25, step=2)\n"
          "mlflow.log_param('lr', 0.1)\nmlflow.log_text('hello', 'notes/hello.txt')", ["stage:sum", "metrics"]),
     ])
@@ -43,7 +45,7 @@ def test_an_attached_run_keeps_everything_on_the_client(tmp_path, remote_cluster
     assert first.returncode == 0, first.stderr
     result = json.loads(first.stdout.splitlines()[-1])
     run_id = result["run_id"]
-    assert {n: s["status"] for n, s in result["stages"].items()} == {"make": "done", "sum": "done"}
+    assert {n: s["status"] for n, s in result["stages"].items()} == {"make": "done", "helper": "done", "sum": "done"}
 
     parent = mlflow_client.get_run(result["mlflow_run_id"])  # the client's SQLite store
     assert parent.data.tags["nb2prod.status"] == "done" and parent.data.metrics["total"] == 90.0
@@ -51,7 +53,7 @@ def test_an_attached_run_keeps_everything_on_the_client(tmp_path, remote_cluster
     children = mlflow_client.search_runs([parent.info.experiment_id],
                                          f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     by_stage = {c.data.tags["nb2prod.stage"]: c for c in children}
-    assert set(by_stage) == {"make", "sum"}
+    assert set(by_stage) == {"make", "helper", "sum"}
     assert "data.txt" in [a.path for a in mlflow_client.list_artifacts(by_stage["make"].info.run_id)]
     summed = by_stage["sum"].info.run_id
     assert [(m.step, m.value) for m in mlflow_client.get_metric_history(summed, "loss")] == [(1, 0.5), (2, 0.25)]

@@ -74,13 +74,13 @@ def test_stage_codes_own_mlflow_calls_reach_the_clients_store(relayed, tmp_path)
     meta, outputs = execute(payload, {})
     assert meta["status"] == "failed" and meta["cells"][0]["status"] == "completed"
     assert "needs a tracking server reachable from the cluster" in meta["error"]["message"]
-    assert outputs == {} and meta["logged"]["params"] == {"lr": "0.1", "depth": "3"}
+    assert outputs.load() == {} and meta["logged"]["params"] == {"lr": "0.1", "depth": "3"}
     assert [row[::3] for row in meta["logged"]["metrics"]] == [["loss", 0], ["loss", 1]]
     assert set(meta["files"]) == {"notes/hello.txt", "conf.json"}  # artifacts land in the stage's directory
 
     payload.cells = payload.cells[:1]
     meta, outputs = execute(payload, {})
-    assert meta["status"] == "done" and outputs["seen"].metrics == {"loss": 0.25}  # get_run reads what was logged
+    assert meta["status"] == "done" and outputs.load()["seen"].metrics == {"loss": 0.25}  # get_run reads what was logged
     tracker, replay = relayed
     child = tracker.start_run(tracker.experiment_id("own-calls"), "fit", {"nb2prod.kind": "stage"})
     tracker.log_recorded(child, meta["logged"])

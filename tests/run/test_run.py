@@ -4,6 +4,7 @@ lane's representative runs (tests/runner_it has the thorough, slow set)."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import nbformat
 import pytest
@@ -58,6 +59,24 @@ def test_successful_run_is_tracked(branching, mlflow_client, tmp_path):
     side_cell = next(c for c in nb.cells if "stage:side" in c.metadata.get("tags", []))
     assert side_cell.outputs[0]["text"] == "label is hello\n"
     assert nb.metadata.papermill["parameters"]["label"] == "hello"
+
+
+def test_objects_of_the_notebooks_own_modules_cross_stages(tmp_path, mlflow_client):
+    """A function and an instance of a class from the notebook's own module reach stages running in other workers,
+    which never imported that module: a stage unpickles its inputs with the notebook's directory on its path."""
+    module = f"helpers_{uuid.uuid4().hex[:8]}"  # no warm worker has imported it
+    (tmp_path / f"{module}.py").write_text("def double(v):\n    return 2 * v\n\n\nclass Offset:\n"
+                                           "    def __init__(self, by):\n        self.by = by\n")
+    nb = make_notebook(tmp_path / "own.ipynb", [
+        ("import time", ["setup"]),
+        (f"from {module} import double, Offset\noffset = Offset(1)", ["stage:make"]),
+        ("time.sleep(1)\nleft = double(3) + offset.by", ["stage:left"]),  # side by side: two workers
+        ("time.sleep(1)\nright = double(4) + offset.by", ["stage:right"]),
+        ("total = left + right", ["stage:join", "metrics"]),
+    ])
+    record = api.run(nb, RunOptions(no_cache=True))
+    assert record["status"] == "done", {n: s["error"] for n, s in record["stages"].items()}
+    assert mlflow_client.get_run(record["mlflow_run_id"]).data.metrics["total"] == 16.0
 
 
 def test_failure_skips_downstream_and_reports_the_cell(tmp_path):
