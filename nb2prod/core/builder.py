@@ -115,7 +115,7 @@ class _Builder:
             clean = clean_source(source)
             cell = _Cell(index, raw.get("id"), clean.code, grammar.parse_tags(list(tags)))
             self.cells.append(cell)
-            if cell.tags.role == "skip":  # the pipeline never reads a skipped cell: not its header, tags or code
+            if cell.tags.role in ("skip", "injected"):  # never read: not its header, tags or code
                 continue
             if clean.stage_header is not None:
                 try:
@@ -176,6 +176,11 @@ class _Builder:
                 self.setup.append(cell)
                 continue
             if tags.role == "skip":
+                self.skipped.append(cell)
+                continue
+            if tags.role == "injected":  # as papermill replaces it; running it would undo the run's parameters
+                self.warn("the `injected-parameters` cell (an executed notebook's record of a previous run's "
+                          "parameters) is not run: the parameters cell's values and -p apply", cell)
                 self.skipped.append(cell)
                 continue
             if tags.kale_metrics:

@@ -29,6 +29,7 @@ RETRIES_TAG = re.compile(r"^retries:(\d+)$")
 TIMEOUT_TAG = re.compile(r"^timeout:(\d+(?:\.\d+)?)$")
 INPUTS_TAG = re.compile(r"^inputs:(.+)$")
 PARAMETERS_TAG = re.compile(r"^parameters$")
+INJECTED_TAG = re.compile(r"^injected-parameters$")  # an executed notebook's record of its parameters (papermill)
 SETUP_TAG = re.compile(r"^setup$")
 SKIP_TAG = re.compile(r"^skip$")
 METRICS_TAG = re.compile(r"^metrics$")
@@ -58,7 +59,7 @@ _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]i?)?B?$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
           "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 
-Role = Literal["code", "parameters", "setup", "skip"]
+Role = Literal["code", "parameters", "injected", "setup", "skip"]
 Dialect = Literal["nb2prod", "kale"]
 
 
@@ -172,6 +173,8 @@ def _apply_tag(d: Directives, tag: str) -> None:
         d.prev.append(m.group(1))
     elif PARAMETERS_TAG.match(tag) or KALE_PARAMETERS_TAG.match(tag):
         d.role = "parameters"
+    elif INJECTED_TAG.match(tag):
+        d.role = "injected"
     elif SETUP_TAG.match(tag) or KALE_IMPORTS_TAG.match(tag):
         d.role = "setup"
     elif KALE_FUNCTIONS_TAG.match(tag):

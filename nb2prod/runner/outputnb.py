@@ -1,8 +1,8 @@
 """The executed output notebook, shaped like papermill's.
 
-An ``injected-parameters`` cell follows the parameters cell (or opens the notebook), each
-executed cell carries its outputs at its own index, and papermill-style metadata records
-start, end, duration and status per cell and for the notebook.
+An ``injected-parameters`` cell follows the parameters cell (or opens the notebook; one the notebook had, from an
+earlier execution, is replaced), each executed cell carries its outputs at its own index, and papermill-style
+metadata records start, end, duration and status per cell and for the notebook.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ def build_output_notebook(notebook: dict[str, Any], parameters_cell: int | None,
     injected = nbformat.v4.new_code_cell(
         "# Parameters\n" + "".join(f"{name} = {value!r}\n" for name, value in parameters.items()),
         metadata={"tags": ["injected-parameters"]})
-    nb.cells.insert(0 if parameters_cell is None else parameters_cell + 1, injected)
+    anchor = nb.cells[parameters_cell] if parameters_cell is not None else None
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]  # as papermill
+    nb.cells.insert(0 if anchor is None else next(i for i, c in enumerate(nb.cells) if c is anchor) + 1, injected)
     nb.metadata["papermill"] = {
         "parameters": parameters, "start_time": start, "end_time": end, "duration": duration,
         "exception": failed_error is not None, "input_path": input_path, "output_path": output_path,

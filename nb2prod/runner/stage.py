@@ -69,9 +69,9 @@ class _Tee(io.TextIOBase):
     def write(self, text: str) -> int:
         text = mask(text, self.secrets)
         if self.sink and self.sink[-1].get("name") == self.name:
-            self.sink[-1]["text"] += text
+            self.sink[-1]["text"].append(text)  # joined as the cell ends (_join_streams): `+=` was quadratic
         else:
-            self.sink.append({"output_type": "stream", "name": self.name, "text": text})
+            self.sink.append({"output_type": "stream", "name": self.name, "text": [text]})
         self.log.append(text)
         if self.echo is not None:
             self.echo(self.name, text)
@@ -207,6 +207,13 @@ def mime_bundle(obj: Any) -> dict[str, Any]:
     return data
 
 
+def _join_streams(outputs: list[dict]) -> None:
+    """A cell's stream outputs as notebook outputs: each one's text chunks (:class:`_Tee`) joined."""
+    for output in outputs:
+        if output.get("output_type") == "stream":
+            output["text"] = "".join(output["text"])
+
+
 def _run_cell(cell: tuple[int, str], ns: dict, meta: dict, payload: StagePayload, log: list[str],
               echo: Echo | None, record: bool) -> None:
     index, code = cell
@@ -235,6 +242,8 @@ def _run_cell(cell: tuple[int, str], ns: dict, meta: dict, payload: StagePayload
         entry.update(status="failed", end=_iso(time.time()), duration=time.time() - t0)
         log += out.log + err.log
         raise _CellFailed(error) from None
+    finally:
+        _join_streams(entry["outputs"])
     entry.update(status="completed", end=_iso(time.time()), duration=time.time() - t0)
     log += out.log + err.log
     if not record:

@@ -188,9 +188,10 @@ def resolve_run_id(run_id: str) -> str:
     with engine().connect() as c:
         found = c.scalars(select(runs_table.c.id).where(or_(runs_table.c.id == run_id,
                                                             runs_table.c.mlflow_run_id == run_id))).all()
-        if not found and len(run_id) >= 4:
-            found = c.scalars(select(runs_table.c.id).where(or_(runs_table.c.id.startswith(run_id),
-                                                            runs_table.c.mlflow_run_id.startswith(run_id)))).all()
+        if not found and len(run_id) >= 4:  # a prefix, literally: `_` and `%` match only themselves
+            prefix = or_(runs_table.c.id.startswith(run_id, autoescape=True),
+                         runs_table.c.mlflow_run_id.startswith(run_id, autoescape=True))
+            found = c.scalars(select(runs_table.c.id).where(prefix)).all()
     if len(found) != 1:
         raise RunNotFound(f"no run {run_id!r}" if not found else f"run id prefix {run_id!r} is ambiguous")
     return found[0]

@@ -79,6 +79,21 @@ def test_objects_of_the_notebooks_own_modules_cross_stages(tmp_path, mlflow_clie
     assert mlflow_client.get_run(record["mlflow_run_id"]).data.metrics["total"] == 16.0
 
 
+def test_an_executed_notebook_runs_with_the_parameters_given_not_those_it_recorded(tmp_path, mlflow_client):
+    """Its `injected-parameters` cell (a previous run's values) is not run, as papermill replaces it: the values
+    used are the ones recorded; its output notebook has one injected cell, the new one."""
+    nb = make_notebook(tmp_path / "params.ipynb", [("n = 3", ["parameters"]), ("twice = n * 2", ["stage:a", "metrics"])])
+    first = tmp_path / "first.ipynb"
+    assert api.run(nb, RunOptions(parameters={"n": 5}, output_notebook=str(first)))["status"] == "done"
+    assert any("injected-parameters" in w["message"] for w in api.check(first)["warnings"])
+    again = tmp_path / "again.ipynb"
+    record = api.run(first, RunOptions(parameters={"n": 7}, output_notebook=str(again), no_cache=True))
+    assert record["status"] == "done" and record["parameters"]["n"] == 7 and list(record["stages"]) == ["a"]
+    assert mlflow_client.get_run(record["mlflow_run_id"]).data.metrics["twice"] == 14.0
+    injected = [c for c in nbformat.read(again, 4).cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "n = 7" in injected[0].source
+
+
 def test_failure_skips_downstream_and_reports_the_cell(tmp_path):
     nb = make_notebook(tmp_path / "fails.ipynb", [
         ("a = 1", ["stage:root"]),
