@@ -65,7 +65,18 @@ def cache_dir(override: str | None = None) -> Path:
 
 
 def max_bytes() -> int:
-    return int(os.environ.get("NB2PROD_CACHE_MAX_BYTES", DEFAULT_MAX_BYTES))
+    """The cache's size bound: ``NB2PROD_CACHE_MAX_BYTES`` (bytes), else 20 GiB."""
+    value = os.environ.get("NB2PROD_CACHE_MAX_BYTES")
+    if value is None:
+        return DEFAULT_MAX_BYTES
+    try:
+        bound = int(value)
+    except ValueError:
+        bound = -1
+    if bound < 0:
+        raise UsageError(f"NB2PROD_CACHE_MAX_BYTES={value!r} is not a size in bytes (a whole number, 0 or more, "
+                         "e.g. 10737418240 for 10 GiB)")
+    return bound
 
 
 def check_private(directory: Path) -> None:

@@ -37,9 +37,12 @@ def collect_parameters(
     merged: dict[str, Any] = {}
     for path in files:
         try:
-            merged.update(_load_yaml(Path(path).read_text(), str(path)))
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ParameterError(f"cannot read parameters file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ParameterError(f"cannot read parameters file {path}: it is not UTF-8 text (a YAML file is)") from None
+        merged.update(_load_yaml(text, str(path)))
     for text in yamls:
         merged.update(_load_yaml(text, "-y"))
     for name, value in params:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -32,6 +33,8 @@ from nb2prod.errors import Nb2ProdError
 from nb2prod.home import home_dir, private_dir, private_file, write_private
 
 NAMESPACE = "nb2prod"
+_GCS_ADDRESS = re.compile(r"^[^/:\s]+:\d+$|^\[[0-9a-fA-F:]+\]:\d+$")  # host:port of a GCS (not ray://, auto, http)
+CONNECT_PROBE_S = 10.0  # Ray itself retries an address where nothing listens for minutes
 HEAD_NODE = "node:__internal_head__"  # a resource only the head node has (the coordinator's node)
 LOOPBACK = "127.0.0.1"
 # Keep warm workers: no prestart for every connecting driver, idle workers kept for 10 minutes.
@@ -119,10 +122,10 @@ def _state() -> dict[str, Any] | None:
         return None
 
 
-def _reachable(address: str) -> bool:
+def _reachable(address: str, timeout: float = 0.5) -> bool:
     host, _, port = address.rpartition(":")
     try:
-        with socket.create_connection((host, int(port)), timeout=0.5):
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             return True
     except OSError:
         return False
@@ -317,6 +320,9 @@ def connect(address: str | None = None, warm: dict[str, Any] | None = None) -> s
         extra["_node_ip_address"] = LOOPBACK  # else Ray may resolve 127.0.0.1 to the external IP and hang
     elif os.environ.get("NB2PROD_NODE_IP"):  # a keeper in the cluster: its own node (clients: Ray finds theirs)
         extra["_node_ip_address"] = os.environ["NB2PROD_NODE_IP"]
+    if not embedded and _GCS_ADDRESS.match(address) and not _reachable(address, CONNECT_PROBE_S):
+        raise Nb2ProdError(f"cannot connect to the Ray cluster at {address}: nothing answers there (is the cluster "
+                           "up? `ray start --head` prints the address to use, `ray status` checks it)")
     import ray
 
     if ray.is_initialized():

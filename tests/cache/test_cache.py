@@ -209,3 +209,4 @@ def test_a_resumed_run_stores_its_outputs_under_what_they_consumed(tmp_path):
     assert _statuses(full) == {"train": "done", "evaluate": "done"}
     assert cache.load_stage_outputs(full["id"], "evaluate") == {"total": sum(range(500))}
 
+

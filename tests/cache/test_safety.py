@@ -128,3 +128,14 @@ def test_a_run_refuses_a_cache_others_can_write(tmp_path):
     os.chmod(tmp_path / "shared", 0o777)
     with pytest.raises(Nb2ProdError, match="writable by others"):
         plan(spec, {}, options)
+
+
+@pytest.mark.parametrize("value", ["abc", "1e3", "10 GiB", "-5"])
+def test_a_bound_that_is_not_a_size_in_bytes_is_a_usage_error(value, monkeypatch):
+    from nb2prod.errors import UsageError
+
+    monkeypatch.setenv("NB2PROD_CACHE_MAX_BYTES", value)
+    with pytest.raises(UsageError, match="is not a size in bytes"):
+        cache.max_bytes()
+    result = run_cli("cache", "info", env={**os.environ, "NB2PROD_CACHE_MAX_BYTES": value})
+    assert result.returncode == 2 and "is not a size in bytes" in result.stderr and "Traceback" not in result.stderr

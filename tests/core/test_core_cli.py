@@ -128,3 +128,11 @@ def test_core_imports_no_ray_mlflow_or_jupyter_server():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in {'ray', 'mlflow', 'jupyter_server'}))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
+
+
+def test_compile_into_a_directory_it_cannot_write_is_a_usage_error(tmp_path):
+    (tmp_path / "afile").write_text("")
+    notebook = CORPUS / "nb2prod_tags.ipynb"
+    result = CliRunner().invoke(cli, ["compile", str(notebook), "-o", str(tmp_path / "afile" / "sub")])
+    assert result.exit_code == 2 and f"cannot write the compiled pipeline to {tmp_path / 'afile' / 'sub'}" in result.output
+    assert isinstance(result.exception, SystemExit)  # not a traceback

@@ -28,8 +28,12 @@ def test_precedence_files_then_yaml_then_p_then_r(tmp_path):
     ({"yamls": ["a: [1"]}, "not valid YAML"),
     ({"yamls": ["- 1\n- 2"]}, "must be a YAML mapping"),
     ({"files": ["/nonexistent/p.yaml"]}, "cannot read parameters file"),
+    ({"files": ["BINARY"]}, "cannot read parameters file .*: it is not UTF-8 text"),
 ])
-def test_bad_parameter_sources(kwargs, fragment):
+def test_bad_parameter_sources(kwargs, fragment, tmp_path):
+    if kwargs.get("files") == ["BINARY"]:
+        (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe bad")
+        kwargs = {"files": [str(tmp_path / "binary.yaml")]}
     with pytest.raises(ParameterError, match=fragment):
         collect_parameters(**kwargs)
 

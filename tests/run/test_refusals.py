@@ -1,6 +1,6 @@
-"""What a run refuses before anything runs or is recorded (no Ray needed): an output notebook that cannot be
-written, and resuming a run of another notebook — a clear message, exit 2 on the command line; so does `cluster up`
-asked to size a cluster that already runs."""
+"""What a run refuses before anything runs (no Ray needed): an output notebook that cannot be written, resuming a
+run of another notebook — a clear message, exit 2 on the command line; so does `cluster up` asked to size a cluster
+that already runs; an address where no cluster answers fails at once, clearly."""
 
 from __future__ import annotations
 
@@ -54,3 +54,14 @@ def test_cluster_up_refuses_sizing_a_running_cluster(nb2prod_home):
     proc = run_cli("cluster", "up", "--ray-address", "127.0.0.1:6379", "--num-cpus", "2")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--num-cpus and --num-gpus size the local cluster" in proc.stderr
+
+
+def test_an_address_where_no_cluster_answers_fails_at_once(notebook, tmp_path):
+    """Ray itself retries such an address for minutes, printing only its own warnings."""
+    from tests.conftest import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    for command in (["run", str(notebook), "--ray-address", address], ["cluster", "up", "--ray-address", address]):
+        refused = run_cli(*command, timeout=60)
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr
+        assert f"cannot connect to the Ray cluster at {address}: nothing answers there" in refused.stderr
