@@ -147,6 +147,9 @@ def _finish(record: dict[str, Any], tracker, parent, job_status: str | None, job
         if parent.info.status == "RUNNING":
             tracker.fail_if_running(parent.info.run_id)
         _download(tracker, parent.info.run_id, record["id"])
+        checks = _checks(tracker, parent.info.run_id)
+        if checks:
+            store.set_checks(record["id"], checks.get("gate"), checks.get("promotion"), checks.get("drift"))
     store.finish_run(record["id"], RunStatus(final), error, ended_at=_dt(ended))
 
 
@@ -167,6 +170,15 @@ def _download(tracker, mlflow_run_id: str, run_id: str) -> None:
                     (directory / name / file.name).write_bytes(file.read_bytes())
             else:
                 (directory / name).write_bytes(local.read_bytes())
+
+
+def _checks(tracker, mlflow_run_id: str) -> dict[str, Any] | None:
+    """The run's gate, promotion and drift outcome (its ``checks.json``), if its gates, models or monitors made one."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return json.loads(Path(tracker.client.download_artifacts(mlflow_run_id, "checks.json", tmp)).read_text())
+        except Exception:  # noqa: BLE001 - a run without gates, models or monitors has none
+            return None
 
 
 def _first_line(exc: Exception) -> str:

@@ -313,6 +313,7 @@ class Mlops(RunHooks):
         outcome.metrics.update({k: v for n in run.spec.stages for k, v in run.stage_metrics.get(n, {}).items()})
         metrics = {k: float(v) for k, v in outcome.metrics.items()}  # as the parent run holds them
         outcome.checks.update(self.mlops.finish(run.mlflow_run_id, metrics, outcome.status is RunStatus.DONE))
+        outcome.texts["checks.json"] = json.dumps(outcome.checks)  # what a detached run's clients record (detached)
 
 
 class CacheWrites(RunHooks):

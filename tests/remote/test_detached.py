@@ -49,7 +49,7 @@ def test_a_detached_run_outlives_its_submitter_and_another_user_sees_it(tmp_path
         ("n = 3", ["parameters"]),
         ("import nb2prod\nvalues = list(range(n))\n(nb2prod.stage_dir() / 'note.txt').write_text('artifact')\n"
          "print('prepared', len(values))", ["stage:prepare"]),
-        ("total = sum(values)\nprint('total', total)", ["stage:total"]),
+        ("total = sum(values)\nprint('total', total)", ["stage:total", "metrics", "gate:total>=1"]),
     ])
     commit = committed(nb)
     env = {**remote_cluster["env"], "MLFLOW_TRACKING_URI": mlflow_server}
@@ -67,6 +67,7 @@ def test_a_detached_run_outlives_its_submitter_and_another_user_sees_it(tmp_path
     assert record["status"] == "done", record
     assert {n: s["status"] for n, s in record["stages"].items()} == {"prepare": "done", "total": "done"}
     assert record["mlflow_run_id"] and record["parameters"]["n"] == 5
+    assert record["gate"]["status"] == "passed" and record["gate"]["reason"] == "total 10 >= 1"  # as an attached run's
 
     listed = json.loads(_cli(other, "runs", "--json").stdout)
     assert run_id in [r["id"] for r in listed]
