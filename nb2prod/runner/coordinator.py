@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import sys
 import threading
 import time
@@ -121,6 +122,10 @@ class Coordinator:
             else:
                 tracker = self.tracker(request.tracking_uri)
             return Orchestration(request, state, default_hooks(request, tracker), handle).execute()
+        except Exception as exc:
+            if not _picklable(exc):  # Ray would hand the client an UnserializableException: "coordinator lost"
+                raise Nb2ProdError(f"{type(exc).__name__}: {str(exc).strip()}") from None
+            raise
         finally:
             with self._lock:
                 self._active -= 1
@@ -328,3 +333,13 @@ def retire_stale(current: str) -> int:
         else:
             ray.kill(actor)
     return draining
+
+
+def _picklable(exc: BaseException) -> bool:
+    """Whether ``exc`` survives the trip to the client (some libraries' exceptions cannot be rebuilt from their
+    pickle, MLflow's unsupported-URI error for one)."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:  # noqa: BLE001 - any failure to rebuild it
+        return False
+    return True

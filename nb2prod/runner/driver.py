@@ -55,8 +55,8 @@ def drive(request, ray_address: str | None, observer: Observer | None = None) ->
         result = ray.get(ref)
     except ray.exceptions.RayTaskError as exc:  # raised inside the coordinator (its tracking store, say)
         cause = exc.cause if exc.cause is not None else exc
-        reason = str(cause).split("\n", 1)[0]
-        raise Nb2ProdError(f"the run's coordinator failed: {type(cause).__name__}: {reason}; "
+        reason = cause.message if isinstance(cause, Nb2ProdError) else f"{type(cause).__name__}: {cause}"
+        raise Nb2ProdError(f"the run's coordinator failed: {reason.splitlines()[0] if reason else ''}; "
                            f"the run's state is in the run store: `nb2prod status {request.run_id}`") from None
     except ray.exceptions.RayError as exc:
         raise Nb2ProdError(f"the run's coordinator in the Ray cluster was lost ({type(exc).__name__}); "

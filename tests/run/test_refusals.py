@@ -48,6 +48,11 @@ def test_an_error_inside_the_coordinator_is_named_not_called_a_lost_coordinator(
     proc = run_cli("run", str(nb), "--tracking-uri", f"sqlite:///{unusable / 'mlflow.db'}", "--no-cache", "--quiet")
     assert proc.returncode == 1, proc.stderr
     assert "the run's coordinator failed:" in proc.stderr and "was lost" not in proc.stderr, proc.stderr
+    # an error Ray cannot send back as it is (MLflow's unsupported-URI error does not unpickle): named all the same
+    proc = run_cli("run", str(nb), "--tracking-uri", "bogus://x", "--no-cache", "--quiet")
+    assert proc.returncode == 1 and "was lost" not in proc.stderr, proc.stderr
+    assert "the run's coordinator failed: UnsupportedModelRegistryStoreURIException:" in proc.stderr
+    assert "'bogus://x'" in proc.stderr
 
 
 def test_cluster_up_refuses_sizing_a_running_cluster(nb2prod_home):
