@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -21,6 +22,7 @@ from nb2prod.contracts import RunOptions
 from nb2prod.runner.launch import Prepared, prepare  # noqa: F401 - prepare is part of the api
 from nb2prod.store import runs as store
 
+MLFLOW_RUN_ID = re.compile(r"[0-9a-f]{32}")
 CLOSE_WAIT_S = 5.0  # how long a finished run waits for interrupted runs' MLflow runs to be closed
 
 
@@ -44,6 +46,7 @@ def run(path: str | Path, options: RunOptions | None = None, *, run_id: str | No
     try:
         if options.resume_from:
             options.resume_from = store.resolve_run_id(options.resume_from)
+        options.drift_reference = _drift_reference(options)
         prepared = prepare(path, options)
         cache_dir, keys, hits = plan(prepared.spec, resolved_parameters(prepared.spec, prepared.overrides), options)
     except BaseException as exc:
@@ -96,7 +99,7 @@ def _request(run_id: str, prepared: Prepared, options: RunOptions, origin: str, 
         ship=_shipment(spec, options), relay_tracking=not shared and is_local(prepared.tracking_uri),
         relay_cache=not shared,
         only=spec.downstream(options.stages) if options.downstream else (options.stages or None),
-        gates=list(options.gates), promote=options.promote, drift_reference=_drift_reference(options),
+        gates=list(options.gates), promote=options.promote, drift_reference=options.drift_reference,
         drift_threshold=options.drift_threshold, fail_on_drift=options.fail_on_drift)
 
 
@@ -124,7 +127,10 @@ def _drift_reference(options: RunOptions) -> str:
         return choice
     try:
         record = store.get_run(choice)
-    except RunNotFound:  # not an nb2prod run id: taken as an MLflow run id
+    except RunNotFound:  # not an nb2prod run id: taken as an MLflow run id (the coordinator says if there is none)
+        if not MLFLOW_RUN_ID.fullmatch(choice):
+            raise UsageError(f"--drift-reference {choice}: not champion, previous, a run in the run store nor an "
+                             "MLflow run id (32 hexadecimal characters)") from None
         return choice
     if not record.get("mlflow_run_id"):
         raise UsageError(f"--drift-reference {choice}: that run has no MLflow run")

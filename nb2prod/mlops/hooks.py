@@ -13,6 +13,7 @@ import json
 import tempfile
 from typing import Any
 
+from nb2prod.errors import UsageError
 from nb2prod.mlops import drift as drift_mod
 from nb2prod.mlops import registry
 from nb2prod.mlops.gates import evaluate, parse_gates
@@ -48,7 +49,15 @@ class MlopsHooks:
         self.reference_run = self._reference(experiment_id, parent)
         if not self.reference_run:
             return
-        tags = self.client.get_run(self.reference_run).data.tags
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tags = self.client.get_run(self.reference_run).data.tags
+        except MlflowException as exc:
+            if getattr(exc, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            raise UsageError(f"--drift-reference {self.reference_run}: no such run in the tracking store; give "
+                             "champion, previous, an nb2prod run id or an MLflow parent run id") from None
         for var in self.monitored:
             holder = tags.get(PROFILE_TAG + var)
             if holder:

@@ -110,6 +110,10 @@ def test_fail_on_drift_skips_consumers_and_fails_the_run(ray_cluster, tmp_path):
     experiment = f"drift-{uuid.uuid4().hex[:6]}"
     base = api.run(nb, RunOptions(experiment=experiment, fail_on_drift=True, drift_reference="previous"))
     assert base["status"] == "done" and base["drift"] is None
+    missing = run_cli("run", str(nb), "--experiment", experiment, "--drift-reference", "0" * 32, "--no-cache", "--quiet",
+                      timeout=600)
+    assert missing.returncode == 1 and "was lost" not in missing.stderr, missing.stderr
+    assert f"--drift-reference {'0' * 32}: no such run in the tracking store" in missing.stderr
     calm = api.run(nb, RunOptions(parameters={"seed": 1}, experiment=experiment, fail_on_drift=True,
                                   drift_reference="previous"))
     assert calm["status"] == "done" and calm["drift"]["drifted"] is False

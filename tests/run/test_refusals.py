@@ -1,6 +1,7 @@
 """What a run refuses before anything runs (no Ray needed): an output notebook that cannot be written, resuming a
 run of another notebook — a clear message, exit 2 on the command line; so does `cluster up` asked to size a cluster
-that already runs; an address where no cluster answers fails at once, clearly."""
+that already runs; an address where no cluster answers fails at once, clearly; so does a drift reference naming
+no run."""
 
 from __future__ import annotations
 
@@ -70,3 +71,11 @@ def test_an_address_where_no_cluster_answers_fails_at_once(notebook, tmp_path):
         refused = run_cli(*command, timeout=60)
         assert refused.returncode != 0 and "Traceback" not in refused.stderr
         assert f"cannot connect to the Ray cluster at {address}: nothing answers there" in refused.stderr
+
+
+def test_a_drift_reference_that_names_no_run_is_refused(notebook):
+    for reference in ("nosuchrun", "2e_7"):
+        refused = run_cli("run", str(notebook), "--drift-reference", reference)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        assert f"--drift-reference {reference}: not champion, previous, a run in the run store" in refused.stderr
+    assert api.list_runs(notebook) == []
