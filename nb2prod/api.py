@@ -48,13 +48,16 @@ def run(path: str | Path, options: RunOptions | None = None, *, run_id: str | No
             options.resume_from = store.resolve_run_id(options.resume_from)
         options.drift_reference = _drift_reference(options)
         prepared = prepare(path, options)
-        cache_dir, keys, hits = plan(prepared.spec, resolved_parameters(prepared.spec, prepared.overrides), options)
+        # whose runs these are: a Ray job runs a copy of the submitter's directory, named by its content
+        notebook = (source or {}).get("nb2prod.notebook") or prepared.spec.notebook
+        cache_dir, keys, hits = plan(prepared.spec, resolved_parameters(prepared.spec, prepared.overrides), options,
+                                     notebook)
     except BaseException as exc:
         if recorded:
             store.finish_run(run_id, RunStatus.FAILED, _error(exc))
         raise
     if not recorded:
-        _create(run_id, prepared, options, origin)
+        _create(run_id, prepared, options, origin, notebook)
     try:
         store.attach_runner(run_id, os.getpid())  # refused when the run was cancelled or reaped before we began
         store.update_run(run_id, tracking_uri=prepared.tracking_uri)
@@ -298,9 +301,10 @@ def _masked(options: RunOptions) -> dict[str, Any]:
     return {**options.to_dict(), "parameters": secret.stored_parameters(options.parameters, options.secrets)}
 
 
-def _create(run_id: str, prepared: Prepared, options: RunOptions, origin: str) -> None:
+def _create(run_id: str, prepared: Prepared, options: RunOptions, origin: str, notebook: str | None = None) -> None:
     masked = _masked(options)
-    store.create_run(run_id, prepared.spec.notebook, dict.fromkeys(prepared.spec.stages), notebook_sha256=prepared.sha256,
+    store.create_run(run_id, notebook or prepared.spec.notebook, dict.fromkeys(prepared.spec.stages),
+                     notebook_sha256=prepared.sha256,
                      parameters=prepared.shown, options=masked, origin=origin, resumed_from=options.resume_from)
     store.update_run(run_id, tracking_uri=prepared.tracking_uri)
 

@@ -19,13 +19,16 @@ from nb2prod.errors import Nb2ProdError, UsageError
 from nb2prod.store import runs as store
 
 
-def plan(spec: PipelineSpec, parameters: dict[str, Any], options: RunOptions) -> tuple[str, dict[str, str], dict[str, dict]]:
-    """Return ``(cache dir, {stage: key}, {stage: cache entry meta for hits})``."""
+def plan(spec: PipelineSpec, parameters: dict[str, Any], options: RunOptions,
+         notebook: str | None = None) -> tuple[str, dict[str, str], dict[str, dict]]:
+    """Return ``(cache dir, {stage: key}, {stage: cache entry meta for hits})``. ``notebook``: the path the run
+    store knows the notebook's runs by (a Ray job runs a copy of it), else the spec's."""
+    notebook = notebook or spec.notebook
     directory = cache.cache_dir(options.cache_dir)
     forced = set(spec.downstream(options.force)) if options.force else set()
     run_now = set(spec.downstream(options.stages) if options.downstream else options.stages)
     needed = {u for name in run_now for u in spec.stages[name].upstream} - run_now
-    resumed = _resumed_keys(spec, options.resume_from) if options.resume_from else None
+    resumed = _resumed_keys(notebook, options.resume_from) if options.resume_from else None
     hits: dict[str, dict] = {}
 
     def choose(name: str, key: str) -> str:
@@ -38,7 +41,7 @@ def plan(spec: PipelineSpec, parameters: dict[str, Any], options: RunOptions) ->
         else:
             found = _found(directory, key)
         if found is None and name in needed:  # a --stage run's input: the newest run that stored it
-            found = _latest_stored(spec.notebook, name, directory)
+            found = _latest_stored(notebook, name, directory)
         if found is None:
             return key
         hits[name] = found[1]
@@ -55,11 +58,11 @@ def _found(directory: Path, key: str | None) -> tuple[str, dict] | None:
     return (key, meta) if meta is not None else None
 
 
-def _resumed_keys(spec: PipelineSpec, run_id: str) -> dict[str, str]:
+def _resumed_keys(notebook: str, run_id: str) -> dict[str, str]:
     """``{stage: cache key}`` of the successful stages of the run being resumed (of this notebook only)."""
     record = store.get_run(run_id)
-    if record["notebook"] != spec.notebook:
-        raise UsageError(f"run {record['id']} is a run of {record['notebook']}, not of {spec.notebook}; "
+    if record["notebook"] != notebook:
+        raise UsageError(f"run {record['id']} is a run of {record['notebook']}, not of {notebook}; "
                          "resume a run of the same notebook (`nb2prod runs NOTEBOOK` lists them)")
     return {name: stage["cache_key"] for name, stage in record["stages"].items()
             if stage["status"] in SUCCESSFUL and stage.get("cache_key")}

@@ -97,9 +97,13 @@ def resume(run_id: str, as_json: bool, quiet: bool, **kw: Any) -> None:
     given here)."""
     from nb2prod import api
 
+    from nb2prod.runner.detached import job_address
+
     record = api.get_run(run_id)
     chosen = RunOptions.from_dict({**record["options"], **from_click(RESUME, kw).non_defaults(),
                                    "resume_from": record["id"]})
+    if job_address(record):  # a Ray job's run resumes as a Ray job, on the same cluster
+        _detach(record["notebook"], chosen, as_json)
     execute(record["notebook"], chosen, as_json=as_json, quiet=quiet)
 
 

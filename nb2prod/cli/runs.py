@@ -87,5 +87,9 @@ def cancel(run_id: str) -> None:
     """Cancel RUN_ID: its running stages are stopped, the run ends `cancelled`."""
     from nb2prod import api
 
-    record = api.cancel_run(run_id)
-    click.echo(f"cancel requested for run {record['id']} ({record['status']})")
+    record = api.get_run(run_id)
+    if record["status"] != "running":
+        click.echo(f"run {record['id']} already ended ({record['status']}); nothing to cancel")
+        return
+    api.cancel_run(record["id"])
+    click.echo(f"cancel requested for run {record['id']}: its running stages stop, then it ends `cancelled`")

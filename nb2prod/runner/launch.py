@@ -55,6 +55,8 @@ def prepare(path: str | Path, options: RunOptions) -> Prepared:
     for name in [*options.force, *options.stages]:
         if name not in spec.stages:
             raise UsageError(f"unknown stage {name!r}; the stages are: {', '.join(spec.stages)}")
+    if options.downstream and not options.stages:
+        raise UsageError("--downstream extends --stage: name the stage(s) to rerun with --stage")
     _check_mlops(spec, options)
     hidden = secret.names(options.secrets)
     unknown_secrets = [s for s in secret.references(options.secrets) if s not in spec.parameters]

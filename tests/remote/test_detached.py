@@ -206,3 +206,26 @@ def _refusing_server() -> int:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server.server_address[1]
+
+
+def test_a_failed_detached_run_resumes_as_a_job_after_its_directory_changed(tmp_path, remote_cluster, mlflow_server):
+    """`nb2prod resume` of a Ray job's run submits a job again (it was refused, an http:// address being no
+    address to connect to) and takes the successful stages from the earlier run even though the directory the
+    job ships has changed since (the fix that resuming is for)."""
+    (tmp_path / "FAIL").write_text("")
+    nb = make_notebook(tmp_path / "flaky.ipynb", [
+        ("values = list(range(4))\nprint('made')", ["stage:make"]),
+        ("import os\nassert not os.path.exists('FAIL'), 'not yet'\ntotal = sum(values)", ["stage:total"]),
+    ])
+    env = {**remote_cluster["env"], "MLFLOW_TRACKING_URI": mlflow_server}
+    jobs_address = env["RAY_API_SERVER_ADDRESS"]
+    failed = json.loads(_cli(env, "run", str(nb), "--detach", "--ray-address", jobs_address, "--json").stdout)
+    assert _wait_finished(env, failed["run_id"])["status"] == "failed"
+    (tmp_path / "FAIL").unlink()  # the directory, and so the shipped package, changes
+
+    resumed = _cli(env, "resume", failed["run_id"], "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    record = _wait_finished(env, json.loads(resumed.stdout)["run_id"])
+    assert record["status"] == "done", record
+    assert {n: s["status"] for n, s in record["stages"].items()} == {"make": "cached", "total": "done"}
+    assert record["notebook"] == str(nb.resolve())

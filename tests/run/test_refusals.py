@@ -1,7 +1,7 @@
 """What a run refuses before anything runs (no Ray needed): an output notebook that cannot be written, resuming a
-run of another notebook — a clear message, exit 2 on the command line; so does `cluster up` asked to size a cluster
-that already runs; an address where no cluster answers fails at once, clearly; so does a drift reference naming
-no run."""
+run of another notebook, a drift reference naming no run, --downstream without --stage — a clear message, exit 2
+on the command line; so does `cluster up` asked to size a cluster that already runs. An address where no cluster
+answers fails at once, an error inside the coordinator is named, a cancel of a run that ended says so."""
 
 from __future__ import annotations
 
@@ -79,3 +79,19 @@ def test_a_drift_reference_that_names_no_run_is_refused(notebook):
         assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
         assert f"--drift-reference {reference}: not champion, previous, a run in the run store" in refused.stderr
     assert api.list_runs(notebook) == []
+
+
+def test_downstream_without_a_stage_is_refused(notebook):
+    refused = run_cli("run", str(notebook), "--downstream")
+    assert refused.returncode == 2 and "--downstream extends --stage" in refused.stderr, refused.stderr
+
+
+def test_cancelling_a_run_that_ended_says_there_is_nothing_to_cancel(nb2prod_home):
+    from nb2prod.core.status import RunStatus
+
+    run_id = store.new_run_id()
+    store.create_run(run_id, "/nb/ended.ipynb", {"one": None})
+    store.finish_run(run_id, RunStatus.DONE, None)
+    told = run_cli("cancel", run_id)
+    assert told.returncode == 0 and f"run {run_id} already ended (done); nothing to cancel" in told.stdout
+    assert store.get_run(run_id)["status"] == "done"
