@@ -13,7 +13,7 @@ from nb2prod.cli.render import check_lines, stdout
 
 @cli.command()
 @click.argument("notebook", required=False, type=click.Path(dir_okay=False))
-@click.option("-n", "--limit", default=20, show_default=True)
+@click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True)
 def runs(notebook: str | None, limit: int, as_json: bool) -> None:
     """Recent runs (of NOTEBOOK), newest first."""
@@ -38,8 +38,14 @@ def runs(notebook: str | None, limit: int, as_json: bool) -> None:
 def status(run_id: str, as_json: bool) -> None:
     """Status of RUN_ID (nb2prod or MLflow run id) and its stages."""
     from nb2prod import api
+    from nb2prod.errors import Nb2ProdError
 
-    r = api.get_run(run_id)
+    try:
+        r = api.get_run(run_id)
+    except Nb2ProdError as exc:
+        if as_json:  # exactly one JSON object on stdout, as `run --json` and `check --json` print
+            click.echo(json.dumps(exc.to_dict()))
+        raise
     if as_json:
         click.echo(json.dumps(r))
         return

@@ -339,5 +339,8 @@ def connect(address: str | None = None, warm: dict[str, Any] | None = None) -> s
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
                  logging_level=logging.ERROR, **extra)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise Nb2ProdError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
+        hint = "" if embedded or os.environ.get("RAY_AUTH_MODE") == "token" else (
+            "; a cluster with token authentication (Ray's default) needs RAY_AUTH_MODE=token here, and the "
+            "cluster's token in RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
+        raise Nb2ProdError(f"cannot connect to the Ray cluster at {address}: {exc}{hint}") from None
     return address

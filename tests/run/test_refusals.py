@@ -5,6 +5,8 @@ answers fails at once, an error inside the coordinator is named, a cancel of a r
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from nb2prod import api
@@ -95,3 +97,9 @@ def test_cancelling_a_run_that_ended_says_there_is_nothing_to_cancel(nb2prod_hom
     told = run_cli("cancel", run_id)
     assert told.returncode == 0 and f"run {run_id} already ended (done); nothing to cancel" in told.stdout
     assert store.get_run(run_id)["status"] == "done"
+
+
+def test_status_json_of_an_unknown_run_is_one_json_error_and_runs_wants_a_positive_limit(nb2prod_home):
+    unknown = run_cli("status", "nosuch", "--json")
+    assert unknown.returncode == 1 and json.loads(unknown.stdout) == {"error": "no run 'nosuch'", "kind": "RunNotFound"}
+    assert run_cli("runs", "-n", "-5").returncode == 2
