@@ -150,6 +150,9 @@ class _Builder:
         self._read_parameters()
         self._infer_flow()
         self._order_stages()
+        if not self.spec.stages:
+            self.warn("the pipeline has no stage: the notebook has no code to run outside `parameters`, `setup` "
+                      "and `skip` cells (tag a cell stage:NAME, or leave code cells untagged)")
         return self.spec
 
     def _assign_cells(self) -> None:

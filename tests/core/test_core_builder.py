@@ -231,3 +231,10 @@ def test_warnings(build, cells, fragment):
 def test_parameter_types(build, source, kind, default):
     param = build([(source, ["parameters"]), ("x = 1", [])]).parameters["p"]
     assert (param.type, param.default) == (kind, default)
+
+
+@pytest.mark.parametrize("cells", [[], [("n = 1", ["parameters"]), ("import os", ["setup"]), ("x = 1", ["skip"])]])
+def test_a_notebook_with_nothing_to_run_is_warned_about(build, cells):
+    spec = build(cells)
+    assert not spec.stages and not spec.errors
+    assert any(w.message.startswith("the pipeline has no stage") for w in spec.warnings)
