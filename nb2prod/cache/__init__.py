@@ -40,14 +40,17 @@ _TMP = re.compile(r"\.tmp-[0-9a-f]{32}")
 _TAG_TMP = re.compile(r"\.CACHEDIR\.TAG\.[0-9a-f]{8}\.tmp")  # another process writing the tag (write_private)
 
 
-def cache_dir(override: str | None = None) -> Path:
-    """``override``, else ``NB2PROD_CACHE_DIR``, else ``$NB2PROD_HOME/cache``; created 0700 and tagged.
+def cache_dir(override: str | None = None, create: bool = True) -> Path:
+    """``override``, else ``NB2PROD_CACHE_DIR``, else ``$NB2PROD_HOME/cache``; created 0700 and tagged (unless
+    ``create`` is false and there is none: what only reads it creates nothing).
 
     An existing directory is used only when nb2prod tagged it, or it is empty, or it holds nothing but cache
     entries (a cache of an nb2prod from before tags); anything else is a UsageError, so that a mistyped
     ``--cache-dir`` never gets cache entries written into it, nor deleted from it.
     """
     path = Path(override or os.environ.get("NB2PROD_CACHE_DIR") or home_dir() / "cache").expanduser().absolute()
+    if not create and not path.exists():
+        return path
     if path.is_dir() and not _tagged(path):
         strangers = sorted(c.name for c in path.iterdir() if not _cache_shaped(c))
         if strangers:
@@ -248,7 +251,10 @@ def _mapped(entry: Path, count: int) -> list[Any]:
 
 
 def entries(directory: Path) -> list[dict[str, Any]]:
-    """Metadata of every complete entry, most recently used first (``key`` is the entry's directory name)."""
+    """Metadata of every complete entry, most recently used first (``key`` is the entry's directory name); none
+    where there is no cache."""
+    if not directory.is_dir():
+        return []
     found = []
     for entry in _entry_dirs(directory):
         try:

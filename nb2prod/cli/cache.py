@@ -28,7 +28,7 @@ def ls(cache_dir: str | None, as_json: bool) -> None:
     """Entries, most recently used first."""
     from nb2prod import cache as store
 
-    entries = store.entries(store.cache_dir(cache_dir))
+    entries = store.entries(store.cache_dir(cache_dir, create=False))
     if as_json:
         click.echo(json.dumps([{k: v for k, v in e.items() if k != "cells"} for e in entries]))
         return
@@ -45,7 +45,7 @@ def info(cache_dir: str | None) -> None:
     """Location, size, bound and entry count."""
     from nb2prod import cache as store
 
-    directory = store.cache_dir(cache_dir)
+    directory = store.cache_dir(cache_dir, create=False)
     entries = store.entries(directory)
     click.echo(f"location: {directory}\nentries:  {len(entries)}\nsize:     {_size(sum(e.get('size', 0) for e in entries))}"
                f"\nbound:    {_size(store.max_bytes())} (NB2PROD_CACHE_MAX_BYTES)")

@@ -141,7 +141,7 @@ def _absolute_uri(uri: str) -> str:
 def typed_values(notebook: str, rendered: dict[str, Any]) -> dict[str, Any]:
     """Rendered text values typed as papermill's ``-p`` does, except that a parameter the notebook declares
     ``str`` keeps its text (``{{ scheduled_time:%Y%m%d }}`` stays "20260301", not an int)."""
-    declared = build_spec(notebook).parameters
+    declared = (load_spec(Path(notebook)) if notebook.endswith(".json") else build_spec(notebook)).parameters
     values = {}
     for name, value in rendered.items():
         inferred = infer_value(value) if isinstance(value, str) else value

@@ -15,6 +15,7 @@ from nb2prod.runner.stage import StagePayload
 
 SYSTEM_RETRIES = 2  # Ray re-runs a stage whose worker or node died, at most this often
 CACHE_IO_THREADS = 4  # cache reads and writes of parallel stages at once (each is atomic: cache.write)
+LIVE_FLUSH_S = 0.1  # --log-output: how often a stage's printed lines go to the coordinator
 
 
 @ray.remote(num_returns=2, max_retries=SYSTEM_RETRIES, retry_exceptions=False)
@@ -25,23 +26,58 @@ def run_stage(payload: StagePayload, coordinator, producers: list[str], *outputs
     coordinator.stage_started.remote(payload.run_id, payload.stage, payload.attempt,
                                      {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()})
 
-    pending: dict[str, str] = {}
-
-    def echo(stream: str, text: str) -> None:  # whole lines only, in order
-        lines = (pending.pop(stream, "") + text).split("\n")
-        pending[stream] = lines.pop()
-        if lines:
-            coordinator.stage_output.remote(payload.run_id, payload.stage, stream, "\n".join(lines) + "\n")
-
-    live = payload.env.get("NB2PROD_LOG_OUTPUT")
-    meta, values = execute(payload, dict(zip(producers, outputs)), echo if live else None)
-    for stream, rest in pending.items():
-        if rest:
-            coordinator.stage_output.remote(payload.run_id, payload.stage, stream, rest + "\n")
+    live = _LiveOutput(coordinator, payload.run_id, payload.stage) if payload.env.get("NB2PROD_LOG_OUTPUT") else None
+    try:
+        meta, values = execute(payload, dict(zip(producers, outputs)), live)
+    finally:
+        if live is not None:
+            live.close()
     meta["system_retries"] = _ray_attempt()
     if payload.cache and meta["status"] == "done" and payload.cache["node"] == ray.get_runtime_context().get_node_id():
         meta["stored"] = _store(payload, meta, values)
     return meta, values
+
+
+class _LiveOutput:
+    """``--log-output``: a stage's output sent to the coordinator as it is printed, in whole lines and in order,
+    batched every LIVE_FLUSH_S (a stage printing thousands of lines made as many actor calls)."""
+
+    def __init__(self, coordinator, run_id: str, stage: str) -> None:
+        self._send = lambda stream, text: coordinator.stage_output.remote(run_id, stage, stream, text)
+        self._partial: dict[str, str] = {}  # per stream: the line being printed
+        self._ready: list[tuple[str, list[str]]] = []  # whole lines not sent yet: (stream, chunks), in order
+        self._lock, self._sending, self._done = threading.Lock(), threading.Lock(), threading.Event()
+        self._flusher = threading.Thread(target=self._flush_every, daemon=True, name="nb2prod-live-output")
+        self._flusher.start()
+
+    def __call__(self, stream: str, text: str) -> None:
+        with self._lock:
+            lines = (self._partial.pop(stream, "") + text).split("\n")
+            self._partial[stream] = lines.pop()
+            if lines:
+                if not self._ready or self._ready[-1][0] != stream:
+                    self._ready.append((stream, []))
+                self._ready[-1][1].append("\n".join(lines) + "\n")
+
+    def close(self) -> None:
+        """Send what is left, unfinished lines last (as whole lines)."""
+        self._done.set()
+        self._flusher.join()
+        with self._lock:
+            self._ready += [(stream, [rest + "\n"]) for stream, rest in self._partial.items() if rest]
+            self._partial.clear()
+        self._flush()
+
+    def _flush_every(self) -> None:
+        while not self._done.wait(LIVE_FLUSH_S):
+            self._flush()
+
+    def _flush(self) -> None:
+        with self._sending:
+            with self._lock:
+                ready, self._ready = self._ready, []
+            for stream, chunks in ready:
+                self._send(stream, "".join(chunks))
 
 
 def _store(payload: StagePayload, meta: dict[str, Any], values: Any) -> bool:

@@ -139,3 +139,11 @@ def test_a_bound_that_is_not_a_size_in_bytes_is_a_usage_error(value, monkeypatch
         cache.max_bytes()
     result = run_cli("cache", "info", env={**os.environ, "NB2PROD_CACHE_MAX_BYTES": value})
     assert result.returncode == 2 and "is not a size in bytes" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_reading_a_cache_that_is_not_there_creates_nothing(tmp_path):
+    missing = tmp_path / "no" / "cache"
+    for command in (["cache", "info"], ["cache", "ls", "--json"]):
+        result = run_cli(*command, "--cache-dir", str(missing))
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "no").exists()

@@ -355,3 +355,13 @@ def test_one_name_rule(plain_nb, name):
         schedules.add(name, str(plain_nb), "@daily")
     result = run_cli("schedule", "add", "--cron", "@daily", "--", name, str(plain_nb))
     assert result.returncode == 2 and "schedule name" in result.stderr
+
+
+def test_a_compiled_pipeline_json_is_scheduled_like_its_notebook(plain_nb, tmp_path):
+    from nb2prod.core.compile import compile_notebook
+
+    spec_path, _ = compile_notebook(plain_nb, tmp_path / "compiled")
+    row = schedules.add("compiled", str(spec_path), "@daily", parameters={"n": "{{ scheduled_time:%d }}", "day": "7"})
+    assert row["name"] == "compiled" and schedules.show("compiled")["notebook"] == str(spec_path)
+    with pytest.raises(UsageError):  # its parameters are checked as the notebook's are
+        schedules.add("compiled-bad", str(spec_path), "@daily", parameters={"n": "abc"})
