@@ -74,12 +74,12 @@ def logs(run_id: str, stage: str | None) -> None:
     from nb2prod.home import run_dir
 
     record = api.get_run(run_id)
-    names = [stage] if stage else list(record["stages"])
-    if stage and stage not in record["stages"]:
+    names = [stage] if stage is not None else list(record["stages"])
+    if stage is not None and stage not in record["stages"]:
         raise UsageError(f"run {record['id']} has no stage {stage!r}; its stages: {', '.join(record['stages'])}")
     for name in names:
         path = run_dir(record["id"]) / "logs" / f"{name}.log"
-        if not stage:
+        if stage is None:
             click.secho(f"==> {name} <==", bold=True)
         if path.exists():
             click.echo(path.read_text(), nl=False)

@@ -103,3 +103,10 @@ def test_status_json_of_an_unknown_run_is_one_json_error_and_runs_wants_a_positi
     unknown = run_cli("status", "nosuch", "--json")
     assert unknown.returncode == 1 and json.loads(unknown.stdout) == {"error": "no run 'nosuch'", "kind": "RunNotFound"}
     assert run_cli("runs", "-n", "-5").returncode == 2
+
+
+def test_logs_of_an_empty_stage_name_is_refused(nb2prod_home):
+    run_id = store.new_run_id()
+    store.create_run(run_id, "/nb/logs.ipynb", {"one": None})
+    refused = run_cli("logs", run_id, "")
+    assert refused.returncode == 2 and f"run {run_id} has no stage ''" in refused.stderr
