@@ -281,5 +281,7 @@ def _ms(seconds: float | None) -> int | None:
 
 
 def _text(value: Any) -> str:
+    """A parameter's value as MLflow stores it: text, at most PARAM_LIMIT characters, a cut one ending in ``…``
+    (the run store keeps the whole value)."""
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text[:PARAM_LIMIT]
+    return text if len(text) <= PARAM_LIMIT else text[:PARAM_LIMIT - 1] + "…"

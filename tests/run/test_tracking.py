@@ -83,3 +83,10 @@ def test_stage_runs_carry_the_stage_times_and_final_tags(tmp_path):
         assert child.info.end_time == int((started[stage] + 2.5) * 1000)
     behind = tracker.client.get_run(tracking.children["behind"].result())
     assert behind.info.start_time == int(started["behind"] * 1000) and behind.data.metrics == {"score": 0.5}
+
+
+def test_a_parameter_value_longer_than_mlflow_keeps_is_cut_visibly(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = tracker.start_run(tracker.experiment_id("long"), "p", {}, params={"long": "x" * 7000, "short": [1, 2]})
+    params = tracker.client.get_run(run_id).data.params
+    assert len(params["long"]) == 6000 and params["long"].endswith("x…") and params["short"] == "[1, 2]"
