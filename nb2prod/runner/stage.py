@@ -303,18 +303,13 @@ def _rebind(value: Any, ns: dict) -> Any:
 
 def _everything_else(ns: dict, baseline: dict, outputs: dict[str, Any]) -> dict[str, Any]:
     """Values a leaf stage bound itself that can be pickled (modules, privates, unpicklable values left out)."""
-    import cloudpickle
-
     kept = {}
     for name, value in ns.items():
         if name in outputs or name.startswith("_") or isinstance(value, types.ModuleType) \
                 or baseline.get(name, _MISSING) is value:
             continue
-        try:
-            cloudpickle.dumps(value) if not type(value).__module__.startswith(("numpy", "pandas")) else None
-        except Exception:  # noqa: BLE001 - best effort: only what can be stored
-            continue
-        kept[name] = value
+        if type(value).__module__.startswith(("numpy", "pandas")) or _pickling_error(value) is None:
+            kept[name] = value  # best effort: only what can be stored
     return kept
 
 
@@ -348,13 +343,20 @@ def _pack(payload: StagePayload, outputs: dict[str, Any]) -> Any:
 
 def _unpicklable(outputs: dict[str, Any]) -> tuple[str, Exception] | None:
     """The first output that cannot be pickled, with the reason."""
+    for name, value in outputs.items():
+        if (error := _pickling_error(value)) is not None:
+            return name, error
+    return None
+
+
+def _pickling_error(value: Any) -> Exception | None:
+    """Why ``value`` cannot be pickled, None when it can (its large buffers are not copied to find out)."""
     import cloudpickle
 
-    for name, value in outputs.items():
-        try:
-            cloudpickle.dumps(value, protocol=5, buffer_callback=lambda _: False)
-        except Exception as exc:  # noqa: BLE001
-            return name, exc
+    try:
+        cloudpickle.dumps(value, protocol=5, buffer_callback=lambda _: False)
+    except Exception as exc:  # noqa: BLE001 - any reason
+        return exc
     return None
 
 
