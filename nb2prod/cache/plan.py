@@ -64,6 +64,12 @@ def _resumed_keys(notebook: str, run_id: str) -> dict[str, str]:
     if record["notebook"] != notebook:
         raise UsageError(f"run {record['id']} is a run of {record['notebook']}, not of {notebook}; "
                          "resume a run of the same notebook (`nb2prod runs NOTEBOOK` lists them)")
+    if record["status"] == "running":
+        raise UsageError(f"run {record['id']} is still running; resume it once it has ended "
+                         f"(`nb2prod cancel {record['id']}` stops it)")
+    if record["status"] == "done" and all(stage["status"] in SUCCESSFUL for stage in record["stages"].values()):
+        raise UsageError(f"run {record['id']} has nothing to resume: every stage of it succeeded; "
+                         f"`nb2prod run {notebook}` runs the notebook again (unchanged stages come from the cache)")
     return {name: stage["cache_key"] for name, stage in record["stages"].items()
             if stage["status"] in SUCCESSFUL and stage.get("cache_key")}
 

@@ -61,3 +61,22 @@ def test_resuming_a_run_of_another_notebook_is_refused(spec, tmp_path):
     run_id = _recorded_run(other, 1, {"train": "done"})
     with pytest.raises(UsageError, match=f"is a run of {other.notebook}"):
         plan(spec, {"n": 200}, RunOptions(resume_from=run_id))
+
+
+def test_resuming_a_run_whose_every_stage_succeeded_is_refused(spec):
+    done = _recorded_run(spec, 200, {"train": "done", "evaluate": "done"})
+    with pytest.raises(UsageError, match="nothing to resume: every stage of it succeeded; `nb2prod run "):
+        plan(spec, {"n": 200}, RunOptions(resume_from=done))
+
+
+def test_a_run_that_ran_only_some_stages_can_be_resumed(spec):
+    partial = _recorded_run(spec, 200, {"train": "done", "evaluate": "skipped"})
+    _, _, hits = plan(spec, {"n": 200}, RunOptions(resume_from=partial))
+    assert set(hits) == {"train"}
+
+
+def test_resuming_a_running_run_is_refused(spec):
+    running = store.new_run_id()
+    store.create_run(running, spec.notebook, dict.fromkeys(spec.stages))
+    with pytest.raises(UsageError, match="is still running"):
+        plan(spec, {"n": 200}, RunOptions(resume_from=running))

@@ -70,11 +70,12 @@ def test_resume_asks_again_for_an_inline_secret_and_rereads_a_reference(ray_clus
     assert first.returncode == 0, first.stderr
     resumed = run_cli("resume", json.loads(first.stdout)["run_id"], "--quiet")
     assert resumed.returncode == 2 and "secret parameter 'token' has no value" in resumed.stderr
-    monkeypatch.setenv("NB2PROD_TEST_TOKEN", VALUE)
+    monkeypatch.setenv("NB2PROD_TEST_TOKEN", "not-the-value")  # the stage fails: a run to resume
     first = run_cli("run", str(secret_nb), "--secret", "token=NB2PROD_TEST_TOKEN", "--json", "--quiet")
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 1 and "did not get the secret" in first.stdout, first.stderr
     run_id = json.loads(first.stdout)["run_id"]
     assert store.get_run(run_id)["options"]["secrets"] == ["token=NB2PROD_TEST_TOKEN"]
+    monkeypatch.setenv("NB2PROD_TEST_TOKEN", VALUE)  # each resume reads the variable again
     for args in (("resume", run_id), ("run", str(secret_nb), "--resume", run_id)):
         resumed = run_cli(*args, "--quiet")
         assert resumed.returncode == 0, resumed.stderr
