@@ -6,6 +6,7 @@ Values stay values: they are never spliced into source code.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -56,7 +57,21 @@ def _load_yaml(text: str, origin: str) -> dict[str, Any]:
     import yaml
 
     class NoDatesSafeLoader(yaml.SafeLoader):
-        """papermill's loader: dates stay strings."""
+        """papermill's loader (dates stay strings), except that a key given twice is an error, not the last wins."""
+
+        def construct_mapping(self, node, deep=False):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *defaults` then keys of its own: those override, as YAML means
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if isinstance(key, Hashable) and key in seen:
+                    where = f"lines {seen[key]} and {line}" if seen[key] != line else f"line {line}"
+                    raise ParameterError(f"parameters from {origin}: key {key!r} is given twice ({where}); keep one")
+                if isinstance(key, Hashable):
+                    seen[key] = line
+            return super().construct_mapping(node, deep)
 
     NoDatesSafeLoader.yaml_implicit_resolvers = {
         key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]

@@ -29,6 +29,8 @@ def test_precedence_files_then_yaml_then_p_then_r(tmp_path):
     ({"yamls": ["- 1\n- 2"]}, "must be a YAML mapping"),
     ({"files": ["/nonexistent/p.yaml"]}, "cannot read parameters file"),
     ({"files": ["BINARY"]}, "cannot read parameters file .*: it is not UTF-8 text"),
+    ({"yamls": ["lr: 0.1\nepochs: 3\nlr: 0.01"]}, r"key 'lr' is given twice \(lines 1 and 3\); keep one"),
+    ({"yamls": ["model: {depth: 3, depth: 4}"]}, r"key 'depth' is given twice \(line 1\)"),
 ])
 def test_bad_parameter_sources(kwargs, fragment, tmp_path):
     if kwargs.get("files") == ["BINARY"]:
@@ -90,3 +92,8 @@ def test_unknown_name_without_parameters_cell(build):
 def test_resolved_parameters_are_literal_defaults_plus_overrides(spec):
     resolved = resolved_parameters(spec, {"epochs": 9})
     assert resolved["epochs"] == 9 and resolved["lr"] == 0.1 and "cwd" not in resolved and "os" not in resolved
+
+
+def test_a_yaml_merge_key_is_not_a_duplicate():
+    merged = collect_parameters(yamls=["base: &b {lr: 0.1, depth: 3}\nrun:\n  <<: *b\n  lr: 0.01"])
+    assert merged["run"] == {"lr": 0.01, "depth": 3}
