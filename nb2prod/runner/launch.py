@@ -105,7 +105,8 @@ def _check_paths(options: RunOptions) -> None:
         if target.is_dir():
             raise UsageError(f"--output-notebook {target} is a directory; give the path of the notebook file to write")
         if not target.parent.is_dir():
-            raise UsageError(f"--output-notebook {target}: the directory {target.parent} does not exist")
+            what = "is a file, not a directory" if target.parent.exists() else "does not exist"
+            raise UsageError(f"--output-notebook {target}: {target.parent} {what}")
         if not os.access(target.parent, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
             raise UsageError(f"--output-notebook {target}: not writable")
 

@@ -33,6 +33,11 @@ def test_an_output_notebook_that_cannot_be_written_is_refused(notebook, tmp_path
     assert refused.returncode == 2 and "does not exist" in refused.stderr and "Traceback" not in refused.stderr
 
 
+def test_an_output_notebook_inside_a_file_is_refused_as_such(notebook):
+    with pytest.raises(UsageError, match=f"--output-notebook {notebook}/out.ipynb: {notebook} is a file, not a dir"):
+        api.run(notebook, RunOptions(output_notebook=f"{notebook}/out.ipynb"))
+
+
 def test_resuming_a_run_of_another_notebook_is_refused(notebook, tmp_path):
     other = make_notebook(tmp_path / "other.ipynb", [("y = 1  # other", ["stage:one"])])
     run_id = store.new_run_id()
