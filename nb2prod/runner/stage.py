@@ -150,6 +150,9 @@ def execute(payload: StagePayload, upstream: dict[str, Any], echo: Echo | None =
         meta["cells"], meta["error"] = mask(meta["cells"], payload.secrets), mask(meta["error"], payload.secrets)
     meta["ended_at"] = time.time()
     meta["duration_s"] = meta["ended_at"] - started
+    if meta.get("error"):  # the log ends as a kernel's would: with why the stage failed
+        error = meta["error"]
+        stdout_log.append(error["traceback"] or f"{error['type']}: {error['message']}\n")
     meta["log"] = "".join(stdout_log)
     if packed is None:  # the stage failed: nothing of it is read
         from nb2prod.cache import pickled

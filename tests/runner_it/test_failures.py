@@ -61,6 +61,9 @@ def test_failing_stage_json_and_run_store(failing, mlflow_client):
     error = record["stages"]["broken"]["error"]
     assert error["type"] == "ValueError" and error["cell_index"] == 2 and error["line"] == 3
     assert "nb2prod/runner" not in (error.get("traceback") or "")
+    log = run_cli("logs", result["run_id"], "broken").stdout  # ends, as a kernel's output would, with the traceback
+    assert log.startswith("Traceback (most recent call last):") and log.endswith("ValueError: bad value 4\n"), log
+    assert "<cell 2>" in log and "nb2prod/runner" not in log
     parent = mlflow_client.get_run(result["mlflow_run_id"])
     assert parent.info.status == "FAILED"
     children = mlflow_client.search_runs([parent.info.experiment_id],
