@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nb2prod import __version__, secret
-from nb2prod.core.builder import build_spec
+from nb2prod.core.builder import build_spec, real_path
 from nb2prod.core.params import resolved_parameters
 from nb2prod.core.spec import PipelineSpec
 from nb2prod.core.status import RunStatus
@@ -44,9 +44,7 @@ def run(path: str | Path, options: RunOptions | None = None, *, run_id: str | No
     run_id = run_id or store.new_run_id()
     recorded = _exists(run_id)  # start_run records the run before it launches this process
     try:
-        if options.resume_from:
-            options.resume_from = store.resolve_run_id(options.resume_from)
-        options.drift_reference = _drift_reference(options)
+        _resolve_references(options)
         prepared = prepare(path, options)
         # whose runs these are: a Ray job runs a copy of the submitter's directory, named by its content
         notebook = (source or {}).get("nb2prod.notebook") or prepared.spec.notebook
@@ -123,6 +121,13 @@ def _mark_mlflow_failed(tracking_uri: str, mlflow_run_id: str | None, reason: st
         pass
 
 
+def _resolve_references(options: RunOptions) -> None:
+    """The runs the options name, resolved before anything is recorded: an unknown one is an error now."""
+    if options.resume_from:
+        options.resume_from = store.resolve_run_id(options.resume_from)
+    options.drift_reference = _drift_reference(options)
+
+
 def _drift_reference(options: RunOptions) -> str:
     """champion | previous | the MLflow parent run id of an nb2prod run id (the coordinator reads MLflow only)."""
     choice = options.drift_reference
@@ -147,11 +152,16 @@ def start_run(path: str | Path, options: RunOptions | None = None, *, origin: st
     run is a Ray job on that cluster; otherwise a detached local process."""
     from nb2prod.runner import jobs
 
+    from nb2prod.cache.plan import resumed_run
+
     options = options or RunOptions()
+    _resolve_references(options)
+    prepared = prepare(path, options)
+    if options.resume_from:
+        resumed_run(options.resume_from, prepared.spec.notebook)
     address = jobs.detach_address(options.ray_address)
     if jobs.is_jobs_address(address):
-        return _submit_job(path, options, address, origin)
-    prepared = prepare(path, options)
+        return _submit_job(prepared, options, address, origin)
     run_id = store.new_run_id()
     _create(run_id, prepared, options, origin)
     directory = run_dir(run_id)
@@ -200,7 +210,7 @@ def list_runs(notebook: str | Path | None = None, limit: int = 50) -> list[dict[
         detached.adopt_all()
     except Nb2ProdError:
         pass  # the cluster is unreachable: list what this client knows
-    records = store.list_runs(str(Path(notebook).resolve()) if notebook else None, limit)
+    records = store.list_runs(str(real_path(notebook)) if notebook else None, limit)
     stale = [r for r in records if detached.job_address(r) and r["status"] == RunStatus.RUNNING.value]
     for record in stale:
         try:
@@ -208,7 +218,7 @@ def list_runs(notebook: str | Path | None = None, limit: int = 50) -> list[dict[
         except Nb2ProdError:
             pass  # shown as last known; `nb2prod status` says why it cannot be refreshed
     if stale:
-        records = store.list_runs(str(Path(notebook).resolve()) if notebook else None, limit)
+        records = store.list_runs(str(real_path(notebook)) if notebook else None, limit)
     return [_shown(r) for r in records]
 
 
@@ -248,7 +258,7 @@ def cancel_run(run_id: str) -> dict[str, Any]:
     return store.get_run(record["id"])
 
 
-def _submit_job(path: str | Path, options: RunOptions, address: str, origin: str) -> str:
+def _submit_job(prepared: Prepared, options: RunOptions, address: str, origin: str) -> str:
     """A detached run as a Ray job on the cluster at ``address`` (see :mod:`nb2prod.runner.jobs`)."""
     from nb2prod.runner import detached, jobs, shipping
     from nb2prod.tracking import source_tags
@@ -256,7 +266,6 @@ def _submit_job(path: str | Path, options: RunOptions, address: str, origin: str
     if options.output_notebook or options.log_output:
         raise UsageError("--output-notebook and --log-output need a run in the foreground; a detached run's executed "
                          "notebook is the output.ipynb artifact of its MLflow run, its logs are in `nb2prod logs`")
-    prepared = prepare(path, options)
     jobs.check_tracking_uri(prepared.tracking_uri)
     directory = prepared.path.parent
     shipping.prepare(directory)  # the size limit, before anything is sent

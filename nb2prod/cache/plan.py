@@ -60,6 +60,14 @@ def _found(directory: Path, key: str | None) -> tuple[str, dict] | None:
 
 def _resumed_keys(notebook: str, run_id: str) -> dict[str, str]:
     """``{stage: cache key}`` of the successful stages of the run being resumed (of this notebook only)."""
+    record = resumed_run(run_id, notebook)
+    return {name: stage["cache_key"] for name, stage in record["stages"].items()
+            if stage["status"] in SUCCESSFUL and stage.get("cache_key")}
+
+
+def resumed_run(run_id: str, notebook: str) -> dict[str, Any]:
+    """The record of the run to resume; a UsageError unless it is an ended run of ``notebook`` with something
+    left to run."""
     record = store.get_run(run_id)
     if record["notebook"] != notebook:
         raise UsageError(f"run {record['id']} is a run of {record['notebook']}, not of {notebook}; "
@@ -70,8 +78,7 @@ def _resumed_keys(notebook: str, run_id: str) -> dict[str, str]:
     if record["status"] == "done" and all(stage["status"] in SUCCESSFUL for stage in record["stages"].values()):
         raise UsageError(f"run {record['id']} has nothing to resume: every stage of it succeeded; "
                          f"`nb2prod run {notebook}` runs the notebook again (unchanged stages come from the cache)")
-    return {name: stage["cache_key"] for name, stage in record["stages"].items()
-            if stage["status"] in SUCCESSFUL and stage.get("cache_key")}
+    return record
 
 
 def _latest_stored(notebook: str, stage: str, directory: Path) -> tuple[str, dict]:

@@ -35,7 +35,7 @@ def _check_one(notebook: str, as_json: bool) -> tuple[dict, bool]:
         errors = spec.errors
     except NotebookError as exc:
         errors = [Issue(exc.message)]
-        data = {"schema_version": SCHEMA_VERSION, "notebook": str(Path(notebook).resolve()), "dialect": None,
+        data = {"schema_version": SCHEMA_VERSION, "notebook": str(Path(notebook).absolute()), "dialect": None,
                 "parameters": {}, "stages": {}, "edges": [], "warnings": [],
                 "errors": [{"message": exc.message, "cell_index": None, "cell_id": None, "stage": None}]}
         spec = None

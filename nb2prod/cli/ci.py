@@ -62,7 +62,9 @@ def _run_isolated(notebook: str, options) -> dict[str, Any]:
     from nb2prod import api
     from nb2prod.runner import cluster
 
-    notebook = str(Path(notebook).resolve())
+    from nb2prod.core.builder import real_path
+
+    notebook = str(real_path(notebook))
     saved = {k: os.environ.get(k) for k in ("NB2PROD_HOME", "RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     home = tempfile.mkdtemp(prefix="nb2prod-ci-")
     os.environ["NB2PROD_HOME"] = home

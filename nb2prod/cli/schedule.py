@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -75,7 +76,7 @@ def _warn_without_scheduler() -> None:
 @schedule.command()
 @click.argument("cron")
 @click.option("--tz", default="UTC", show_default=True)
-@click.option("-n", "count", default=5, show_default=True)
+@click.option("-n", "count", default=5, show_default=True, help="How many fire times (1 to 50).")
 def preview(cron: str, tz: str, count: int) -> None:
     """The next fire times of CRON (checks it, stores nothing)."""
     from nb2prod.scheduling import schedules
@@ -110,7 +111,7 @@ def list_(as_json: bool) -> None:
 @schedule.command()
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
-@click.option("-n", "--limit", default=50, show_default=True, help="How many fires (newest first).")
+@click.option("-n", "--limit", default=50, show_default=True, help="How many fires, newest first (1 to 500).")
 def show(name: str, as_json: bool, limit: int) -> None:
     """A schedule and its fire history (the audit log)."""
     from nb2prod.scheduling import schedules
@@ -173,10 +174,18 @@ def run_now(name: str) -> None:
     click.echo(f"fired {name}: {fire['status']} run {fire['run_id']}")
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """click's FloatRange lets NaN through (every comparison with it is false)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds", ctx, param)
+    return value
+
+
 @cli.command()
 @click.option("--once", is_flag=True, help="Fire what is due, wait for those runs, and exit (for cron/systemd).")
-@click.option("--interval", default=1.0, show_default=True, help="Seconds between ticks.")
-@click.option("--grace", "grace_s", type=float, help="A fire time older than this many seconds when first seen "
+@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.1, 3600), callback=_finite,
+              help="Seconds between ticks.")
+@click.option("--grace", "grace_s", type=click.FloatRange(0), callback=_finite, help="A fire time older than this many seconds when first seen "
               "was missed (catch-up applies). Default 90; with --once, set it to the timer's period.")
 def scheduler(once: bool, interval: float, grace_s: float | None) -> None:
     """Run the scheduler in the foreground (logs to stdout; SIGTERM/SIGINT stop it cleanly).

@@ -9,6 +9,8 @@ server through :meth:`RunOptions.from_dict`, the TypeScript ``IRunRequest`` thro
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -19,14 +21,15 @@ GpuFallback = Literal["fail", "cpu"]
 RUN, MAGICS, RESUME, SCHEDULE = "run", "magics", "resume", "schedule"
 EVERYWHERE = frozenset({RUN, MAGICS, RESUME, SCHEDULE})
 NEW_RUN = frozenset({RUN, MAGICS, SCHEDULE})  # options a resumed run keeps from the run it resumes
+LINE_BREAK = re.compile(r"[\r\n\0]")  # one option value is one line: never a second pip or shell line
 # JSON kind of a field -> (python check, wording in errors, TypeScript type)
 _KINDS: dict[str, tuple[type | tuple[type, ...], str, str]] = {
     "object": (dict, "an object", "Record<string, unknown>"),
-    "string": ((str, type(None)), "a string or null", "string | null"),
+    "string": ((str, type(None)), "a one-line string or null", "string | null"),
     "bool": (bool, "true or false", "boolean"),
-    "strings": (list, "a list of strings", "string[]"),
+    "strings": (list, "a list of one-line strings", "string[]"),
     "choice": (str, "{choices}", "{choices}"),
-    "number": ((int, float), "a number", "number"),
+    "number": ((int, float), "a finite number", "number"),
 }
 
 
@@ -134,9 +137,11 @@ def _check(name: str, meta, value: Any) -> None:
     choices = meta["choices"]
     ok = isinstance(value, expected)
     if ok and meta["kind"] == "number":
-        ok = not isinstance(value, bool)
+        ok = not isinstance(value, bool) and math.isfinite(value)
+    if ok and meta["kind"] == "string":
+        ok = value is None or not LINE_BREAK.search(value)
     if ok and meta["kind"] == "strings":
-        ok = all(isinstance(v, str) for v in value)
+        ok = all(isinstance(v, str) and not LINE_BREAK.search(v) for v in value)
     if ok and choices:
         ok = value in choices
     if not ok:
@@ -220,4 +225,4 @@ def from_click(front: str, kw: dict[str, Any], typed: bool = True) -> RunOptions
         elif f.metadata["flags"]:
             value = kw.pop(f.name)
             values[f.name] = list(value) if f.metadata["kind"] == "strings" else value
-    return RunOptions(**values)
+    return RunOptions.from_dict(values)

@@ -27,6 +27,24 @@ class _Cell:
     flow: CellFlow | None = None
 
 
+def real_path(path: str | Path) -> Path:
+    """The absolute path of ``path``, symlinks resolved; a NotebookError for a path no file can have (a symlink
+    loop, a name too long, characters the file system cannot take), its ``details["reason"]`` saying which."""
+    try:
+        real = Path(path).resolve()
+        real.exists()  # raises for a name too long; a missing file is the reader's to report
+        return real
+    except RuntimeError:  # Python < 3.13: a symlink loop
+        reason = "a symlink loop"
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    except UnicodeError:
+        reason = "characters the file system cannot hold"
+    except ValueError as exc:  # a NUL byte
+        reason = str(exc)
+    raise NotebookError(f"{str(path)!r} is not a usable path: {reason}", reason=reason)
+
+
 def read_notebook(path: str | Path) -> dict[str, Any]:
     """Read a notebook file as JSON, refusing anything that is not an nbformat >= 4 notebook.
 
@@ -74,7 +92,7 @@ def _malformed_cell(cell: object) -> str | None:
 
 def build_spec(path: str | Path) -> PipelineSpec:
     """Read a notebook and build its validated pipeline spec (errors are in ``spec.errors``)."""
-    path = Path(path).resolve()
+    path = real_path(path)
     return spec_from_notebook(read_notebook(path), str(path))
 
 

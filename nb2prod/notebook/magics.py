@@ -18,6 +18,7 @@ import click
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
 
+from nb2prod.core.builder import real_path
 from nb2prod.errors import Nb2ProdError, UsageError
 from nb2prod.notebook.run_view import RunView, stderr_line, widget_frontend
 
@@ -124,7 +125,7 @@ class Nb2ProdMagics(Magics):
     def notebook(self, path: str | None) -> Path:
         """PATH, else the kernel's own notebook (``JPY_SESSION_NAME``)."""
         if path:
-            return Path(path).expanduser().resolve()
+            return real_path(Path(path).expanduser())
         session = session_notebook()
         if session is None:
             raise UsageError("no notebook PATH given and this kernel does not know its notebook "

@@ -5,7 +5,6 @@ into a cancel."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 import time

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import secrets
 import shlex
@@ -103,6 +104,8 @@ def client(address: str):
     import requests
     from ray.job_submission import JobSubmissionClient
 
+    for name in ("ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # no INFO lines on each upload or connection
     try:
         return JobSubmissionClient(address, headers=auth_headers())
     except (ConnectionError, RuntimeError, ValueError, requests.RequestException) as exc:

@@ -13,7 +13,7 @@ from typing import Any
 
 from nb2prod import secret
 from nb2prod.contracts import RunOptions
-from nb2prod.core.builder import build_spec, read_notebook
+from nb2prod.core.builder import build_spec, read_notebook, real_path
 from nb2prod.core.params import infer_value, resolved_parameters, validate_parameters
 from nb2prod.core.spec import PipelineSpec, load_spec
 from nb2prod.errors import NotebookError, UsageError, ValidationError
@@ -38,7 +38,7 @@ class Prepared:
 
 def prepare(path: str | Path, options: RunOptions) -> Prepared:
     """Validate the notebook (or compiled pipeline.json) and the options; raise on any problem."""
-    path = Path(path).resolve()
+    path = real_path(path)
     if path.suffix == ".json":
         spec = load_spec(path)
         notebook = _notebook_for(spec)
@@ -51,7 +51,7 @@ def prepare(path: str | Path, options: RunOptions) -> Prepared:
         listing = "\n".join(f"  - {e}" for e in spec.errors)
         raise ValidationError(f"{path.name} is not a valid pipeline:\n{listing}",
                               errors=[e.__dict__ for e in spec.errors])
-    _check_paths(options)
+    _check_paths(options, {path, Path(spec.notebook)})
     for name in [*options.force, *options.stages]:
         if name not in spec.stages:
             raise UsageError(f"unknown stage {name!r}; the stages are: {', '.join(spec.stages)}")
@@ -87,9 +87,9 @@ def _check_mlops(spec: PipelineSpec, options: RunOptions) -> None:
                          "binds it register:VAR or register:VAR=MODEL")
 
 
-def _check_paths(options: RunOptions) -> None:
+def _check_paths(options: RunOptions, sources: set[Path]) -> None:
     """Make the path-valued options absolute (a detached runner has another working directory) and check that
-    ``output_notebook`` can be written, before anything runs."""
+    ``output_notebook`` can be written and is not one of the run's ``sources``, before anything runs."""
     from nb2prod.contracts.options import path_fields
 
     for name in path_fields():
@@ -104,6 +104,9 @@ def _check_paths(options: RunOptions) -> None:
         target = Path(options.output_notebook)
         if target.is_dir():
             raise UsageError(f"--output-notebook {target} is a directory; give the path of the notebook file to write")
+        if real_path(target) in sources:
+            raise UsageError(f"--output-notebook {target} is the notebook being run; the executed copy would replace "
+                             "it: give another path")
         if not target.parent.is_dir():
             what = "is a file, not a directory" if target.parent.exists() else "does not exist"
             raise UsageError(f"--output-notebook {target}: {target.parent} {what}")

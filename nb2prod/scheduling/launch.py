@@ -8,9 +8,9 @@ import json
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
+from nb2prod.core.builder import real_path
 from nb2prod.core.status import RunStatus
 from nb2prod.runner.launch import typed_values
 from nb2prod.store import runs as store
@@ -35,7 +35,7 @@ class Launcher:
         from nb2prod.home import run_dir, write_private
         from nb2prod.runner.spawn import spawn_detached
 
-        path = Path(schedule.notebook).resolve()
+        path = real_path(schedule.notebook)
         content = path.read_bytes()  # the live file, read once: what runs is what the sha256 names
         sha = hashlib.sha256(content).hexdigest()
         run_id = store.new_run_id()

@@ -14,7 +14,8 @@ from sqlalchemy.exc import IntegrityError
 
 from nb2prod import secret
 from nb2prod.contracts import RunOptions
-from nb2prod.core.builder import build_spec
+from nb2prod.contracts.options import SCHEDULE, fields_for
+from nb2prod.core.builder import build_spec, real_path
 from nb2prod.core.params import validate_parameters
 from nb2prod.errors import NotebookError, ScheduleNotFound, UsageError, ValidationError
 from nb2prod.runner.launch import typed_values
@@ -32,6 +33,7 @@ MODES = ("pipeline", "notebook")
 NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 # Bounds that keep every stored number usable by the scheduler and the database.
 INT_LIMITS = {"catchup_max": (1, 100_000), "max_concurrent": (1, 1_000), "retries": (0, 100)}
+PREVIEW_MAX, HISTORY_MAX = 50, 500  # fire times a preview shows, fires a schedule's history shows
 SECONDS_LIMITS = {"timeout_s": (0, 366 * 86400), "retry_backoff_s": (0, 86400)}
 
 
@@ -45,7 +47,7 @@ def add(name: str, notebook: str, cron: str, *, tz: str = "UTC", parameters: dic
                   catchup=catchup, catchup_max=catchup_max, max_concurrent=max_concurrent, timeout_s=timeout_s,
                   retries=retries, retry_backoff_s=retry_backoff_s, notify_url=notify_url,
                   notify_command=notify_command, notify_on_success=notify_on_success)
-    path = Path(notebook).resolve()
+    path = real_path(notebook)
     timing.check_cron(cron, tz)
     if mode not in MODES:
         raise UsageError(f"mode must be one of {', '.join(MODES)}")
@@ -56,6 +58,9 @@ def add(name: str, notebook: str, cron: str, *, tz: str = "UTC", parameters: dic
     parameters, options = parameters or {}, options or {}
     if "parameters" in options:
         raise UsageError("give parameters with -p/parameters=, not inside the run options")
+    unfit = sorted(set(options) & set(RunOptions().to_dict()) - {f.name for f in fields_for(SCHEDULE)})
+    if unfit:
+        raise UsageError(f"run option(s) {', '.join(unfit)} cannot be part of a schedule (each fire is a new run)")
     secrets = options.get("secrets") or []
     if not isinstance(secrets, list) or not all(isinstance(e, str) for e in secrets):
         raise UsageError("run option 'secrets' must be a list of strings")
@@ -138,7 +143,9 @@ def _check_fields(**fields: Any) -> None:
 
 
 def preview(cron: str, tz: str = "UTC", count: int = 5) -> dict[str, Any]:
-    """The next ``count`` fire times of a cron expression (for a UI's preview); UsageError when invalid."""
+    """The next ``count`` (1 to PREVIEW_MAX) fire times of a cron expression (for a UI's preview); UsageError
+    when invalid."""
+    _check_count("count", count, PREVIEW_MAX)
     timing.check_cron(cron, tz)
     return {"cron": cron, "timezone": tz, **_when(cron, tz, utcnow(), count)}
 
@@ -168,6 +175,11 @@ def _when_or_problem(row: ScheduleRow, count: int) -> dict[str, Any]:
                 "problem": f"{reason}; remove this schedule and add it again"}
 
 
+def _check_count(name: str, value: object, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise UsageError(f"{name} must be an integer from 1 to {high}, got {value!r}")
+
+
 def _get(s, name: str) -> ScheduleRow:
     row = s.scalar(select(ScheduleRow).where(ScheduleRow.name == name))
     if row is None:
@@ -183,7 +195,9 @@ def list_all() -> list[dict[str, Any]]:
 
 
 def show(name: str, history: int = 50) -> dict[str, Any]:
-    """A schedule, its next fire time and its most recent fires (the audit log), newest first."""
+    """A schedule, its next fire time and its ``history`` (1 to HISTORY_MAX) most recent fires (the audit log),
+    newest first."""
+    _check_count("history", history, HISTORY_MAX)
     with session() as s:
         row = _get(s, name)
         fires = s.scalars(select(FireRow).where(FireRow.schedule_id == row.id)
@@ -224,7 +238,8 @@ def remove(name: str) -> None:
         fire_ids = s.scalars(select(FireRow.id).where(FireRow.schedule_id == row.id)).all()
         s.execute(delete(FireAttemptRow).where(FireAttemptRow.fire_id.in_(fire_ids)))
         s.execute(delete(FireRow).where(FireRow.schedule_id == row.id))
-        s.execute(delete(ScheduleRow).where(ScheduleRow.id == row.id))
+        if s.execute(delete(ScheduleRow).where(ScheduleRow.id == row.id)).rowcount == 0:
+            raise ScheduleNotFound(f"no schedule named {name!r}")  # another client removed it meanwhile
 
 
 def run_now(name: str) -> dict[str, Any]:
@@ -238,7 +253,7 @@ def run_now(name: str) -> dict[str, Any]:
     now = utcnow().replace(microsecond=0)
     scheduler._start_on_time(row, now, now)
     with session() as s, s.begin():  # hand the fire to the running schedulers: the next tick adopts it
-        s.execute(update(FireRow).where(FireRow.claimed_by == scheduler.id).values(lease_until=now))
+        s.execute(update(FireRow).where(FireRow.claimed_by == scheduler.id).values(claimed_by=None, lease_until=now))
     return show(name, history=1)["fires"][0]
 
 

@@ -205,9 +205,14 @@ class Scheduler:
         with session() as s, s.begin():
             s.execute(update(FireRow).where(FireRow.claimed_by == self.id, FireRow.status.in_(OPEN))
                       .values(lease_until=lease))
-            # take over fires whose scheduler died (lease expired); the conditional UPDATE is the atomic claim
+            # adopt fires handed over by run-now, take over those whose scheduler died (lease expired); the
+            # conditional UPDATE is the atomic claim
+            handed = s.execute(update(FireRow).where(FireRow.status.in_(OPEN), FireRow.claimed_by.is_(None))
+                               .values(claimed_by=self.id, lease_until=lease)).rowcount
             taken = s.execute(update(FireRow).where(FireRow.status.in_(OPEN), FireRow.lease_until < now)
                               .values(claimed_by=self.id, lease_until=lease)).rowcount
+        if handed:
+            log.info("watching %d fire(s) started by run-now", handed)
         if taken:
             log.info("took over %d fire(s) whose scheduler stopped heartbeating", taken)
         with session() as s:

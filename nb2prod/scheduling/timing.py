@@ -19,6 +19,7 @@ from nb2prod.errors import UsageError
 
 TEMPLATE = re.compile(r"\{\{\s*scheduled_time\s*(?:([+-])\s*(\d+)\s*([dhm]))?\s*(?::([^}]*?))?\s*\}\}")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+MAX_OFFSET = timedelta(days=36600)  # a century either way of the fire time
 RANDOM_FIELD = re.compile(r"^[RH](\(|/|$)", re.IGNORECASE)  # croniter's random / hashed field values
 # The cron aliases croniter accepts, as the 5-field expressions they stand for (cron_descriptor wants fields).
 ALIASES = {"@midnight": "0 0 * * *", "@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0",
@@ -119,3 +120,7 @@ def check_template(value: object) -> None:
         if "{{" in leftover or "}}" in leftover:
             raise UsageError(f"parameter value {value!r}: only {{{{ scheduled_time [+|- N(d|h|m)][:FORMAT] }}}} "
                              "templates are allowed")
+        for _, amount, unit, _ in TEMPLATE.findall(value):
+            if amount and (len(amount) > 9 or timedelta(**{_UNITS[unit]: int(amount)}) > MAX_OFFSET):
+                raise UsageError(f"parameter value {value!r}: the offset {amount}{unit} is out of range (at most "
+                                 f"{MAX_OFFSET.days} days)")

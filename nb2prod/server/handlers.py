@@ -67,6 +67,11 @@ def http_status(exc: BaseException | None, default: int) -> int:
     return default
 
 
+def _not_json(constant: str) -> None:
+    """``NaN``, ``Infinity`` and ``-Infinity``: Python's json reads them; JSON has no such numbers."""
+    raise ValueError(f"{constant} is not a JSON number")
+
+
 class Nb2ProdHandler(APIHandler):
     """Base of the nb2prod handlers: JSON body parsing, the api on a thread, the one error mapper."""
 
@@ -82,9 +87,11 @@ class Nb2ProdHandler(APIHandler):
 
     def json_body(self, allowed: set[str] | None = None) -> dict[str, Any]:
         try:
-            data = json.loads(self.request.body or b"{}")
-        except ValueError:
-            raise UsageError("the request body is not valid JSON") from None
+            data = json.loads(self.request.body or b"{}", parse_constant=_not_json)
+        except ValueError as exc:
+            raise UsageError(f"the request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise UsageError("the request body is not valid JSON: nested too deeply") from None
         if not isinstance(data, dict):
             raise UsageError("the request body must be a JSON object")
         if allowed is not None and set(data) - allowed:
@@ -242,7 +249,7 @@ class SchedulePreviewHandler(Nb2ProdHandler):
         from nb2prod.scheduling import schedules
 
         cron, tz = self.get_query_argument("cron", "").strip(), self.get_query_argument("tz", "UTC")
-        self.reply(await self.blocking(schedules.preview, cron, tz, self.int_argument("count", 5, 50)))
+        self.reply(await self.blocking(schedules.preview, cron, tz, self.int_argument("count", 5, schedules.PREVIEW_MAX)))
 
 
 class SchedulersHandler(Nb2ProdHandler):
@@ -265,7 +272,7 @@ class ScheduleHandler(Nb2ProdHandler):
     async def get(self, name: str) -> None:
         from nb2prod.scheduling import schedules
 
-        self.reply(await self.blocking(schedules.show, name, self.int_argument("history", 50, MAX_LIMIT)))
+        self.reply(await self.blocking(schedules.show, name, self.int_argument("history", 50, schedules.HISTORY_MAX)))
 
     @web.authenticated
     @authorized("write", resource=RESOURCE)

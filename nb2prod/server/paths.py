@@ -8,7 +8,8 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from nb2prod.contracts.options import path_fields
-from nb2prod.errors import Nb2ProdError, UsageError
+from nb2prod.core.builder import real_path
+from nb2prod.errors import Nb2ProdError, NotebookError, UsageError
 
 # The RunOptions fields that name files (declared with ``path=`` in nb2prod.contracts.options) -> whether the
 # file must already exist; ``tracking_uri`` and ``pip`` are checked by their own rules below.
@@ -38,12 +39,21 @@ def confine(root: str | Path, path: object, *, field: str = "path", must_exist: 
     if ".." in PurePosixPath(path.replace("\\", "/")).parts:
         raise PathRefused(f"{field!r} may not contain '..': {path!r}")
     base = Path(root).resolve()
-    real = (base / path).resolve()
+    real = _real(base / path, field, path)
     if real != base and base not in real.parents:
         raise PathRefused(f"{field!r} resolves outside the server root: {path!r}")
     if must_exist and not real.exists():
         raise PathNotFound(f"{path}: no such file")
     return real
+
+
+def _real(path: Path, field: str, given: str) -> Path:
+    """``real_path`` with its error as a 400 naming the request's field and value (not the server's paths)."""
+    try:
+        return real_path(path)
+    except NotebookError as exc:
+        shown = given if len(given) <= 120 else given[:120] + "…"
+        raise UsageError(f"{field!r} {shown!r} is not a usable path: {exc.details['reason']}") from None
 
 
 def confine_options(root: str | Path, options: object, home: str | Path) -> dict[str, Any]:
@@ -60,9 +70,21 @@ def confine_options(root: str | Path, options: object, home: str | Path) -> dict
         confined["tracking_uri"] = confine_tracking_uri(root, confined["tracking_uri"], home)
     pip = confined.get("pip")
     for entry in pip if isinstance(pip, list) else []:
-        if isinstance(entry, str) and (entry.strip().startswith(("-", "/", ".", "~", "\\")) or "file:" in entry):
-            raise PathRefused(f"'pip' entries are package requirements, not local paths or pip options: {entry!r}")
+        if isinstance(entry, str) and not _requirement(entry):
+            raise PathRefused(f"'pip' entries are package requirements (PEP 508: name[extras] versions ; marker, or "
+                              f"name @ https://URL), not local paths or pip options: {entry!r}")
     return confined
+
+
+def _requirement(entry: str) -> bool:
+    """Whether ``entry`` is one PEP 508 requirement naming no local file."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        requirement = Requirement(entry)
+    except InvalidRequirement:
+        return False
+    return not requirement.url or requirement.url.startswith(("https://", "git+https://"))
 
 
 def confine_tracking_uri(root: str | Path, uri: str, home: str | Path) -> str:
@@ -90,7 +112,7 @@ def _confine_file(root: str | Path, path: str, home: str | Path) -> Path:
         return confine(root, path, field="tracking_uri", must_exist=False)
     if "\0" in path:
         raise UsageError("'tracking_uri' contains a NUL character")
-    real = Path(path).resolve()
+    real = _real(Path(path), "tracking_uri", path)
     for base in (Path(root).resolve(), Path(home).resolve()):
         if real == base or base in real.parents:
             return real

@@ -82,9 +82,12 @@ def test_from_click_folds_papermill_parameters_with_precedence():
     ([], "must be a JSON object"),
     ({"warp_speed": True}, "unknown run option(s): warp_speed"),
     ({"log_output": "yes"}, "'log_output' must be true or false, got str"),
-    ({"force": ["a", 1]}, "'force' must be a list of strings"),
+    ({"force": ["a", 1]}, "'force' must be a list of one-line strings"),
+    ({"pip": ["numpy\n-e /etc"]}, "'pip' must be a list of one-line strings"),
     ({"parameters": []}, "'parameters' must be an object"),
-    ({"ray_address": 5}, "'ray_address' must be a string or null, got int"),
+    ({"ray_address": 5}, "'ray_address' must be a one-line string or null, got int"),
+    ({"experiment": "a\rb"}, "'experiment' must be a one-line string or null, got str"),
+    ({"drift_threshold": float("nan")}, "'drift_threshold' must be a finite number, got float"),
     ({"gpu_fallback": "gpu"}, "'gpu_fallback' must be 'fail' or 'cpu', got 'gpu'"),
 ])
 def test_from_dict_refuses_bad_options(data, message):

@@ -126,5 +126,5 @@ async def test_rest_answers_any_input_with_2xx_or_4xx(jp_fetch, root, nb2prod_ho
     client = Client(http_server_port[1], jp_base_url, jp_auth_header)
     await asyncio.get_running_loop().run_in_executor(None, properties, client, root, nb2prod_home)
     assert files_outside(basetemp, root, nb2prod_home) == before
-    code, rows = await jp_fetch("nb2prod", "schedules"), None
-    assert json.loads(code.body) == []
+    schedules = await jp_fetch("nb2prod", "schedules")
+    assert json.loads(schedules.body) == []

@@ -121,6 +121,7 @@ def test_secrets_and_env_values_stay_out_of_the_job(tmp_path, remote_cluster, ml
     proc = _cli(env, "run", str(nb), "--detach", "--json", "-p", "token", "p4ssw0rd-value", "--secret", "token",
                 "--env", "NB2PROD_TEST_ENV")
     assert proc.returncode == 0, proc.stderr
+    assert "INFO" not in proc.stderr and "package" not in proc.stderr, proc.stderr  # none of Ray's upload chatter
     run_id = json.loads(proc.stdout)["run_id"]
     from ray.job_submission import JobSubmissionClient
 

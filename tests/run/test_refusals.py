@@ -38,6 +38,15 @@ def test_an_output_notebook_inside_a_file_is_refused_as_such(notebook):
         api.run(notebook, RunOptions(output_notebook=f"{notebook}/out.ipynb"))
 
 
+def test_an_output_notebook_that_would_replace_the_notebook_is_refused(notebook, tmp_path):
+    link = tmp_path / "link.ipynb"
+    link.symlink_to(notebook)
+    for target in (notebook, link):
+        with pytest.raises(UsageError, match="is the notebook being run"):
+            api.start_run(notebook, RunOptions(output_notebook=str(target)))
+    assert api.list_runs(notebook) == []
+
+
 def test_resuming_a_run_of_another_notebook_is_refused(notebook, tmp_path):
     other = make_notebook(tmp_path / "other.ipynb", [("y = 1  # other", ["stage:one"])])
     run_id = store.new_run_id()
@@ -115,3 +124,13 @@ def test_logs_of_an_empty_stage_name_is_refused(nb2prod_home):
     store.create_run(run_id, "/nb/logs.ipynb", {"one": None})
     refused = run_cli("logs", run_id, "")
     assert refused.returncode == 2 and f"run {run_id} has no stage ''" in refused.stderr
+
+
+def test_a_path_no_file_can_have_is_an_error_not_a_traceback(tmp_path):
+    (tmp_path / "loop-a").symlink_to("loop-b")
+    (tmp_path / "loop-b").symlink_to("loop-a")
+    for args in (("check", "loop-a"), ("run", "loop-a"), ("runs", "loop-a"), ("schedule", "add", "x", "loop-a",
+                                                                              "--cron", "@daily")):
+        proc = run_cli(*args, cwd=tmp_path)
+        assert proc.returncode in (1, 2) and "'loop-a' is not a usable path: a symlink loop" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr

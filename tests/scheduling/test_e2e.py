@@ -271,9 +271,14 @@ def test_cli(quick_nb, tmp_path):
     assert fired.returncode == 0 and "running" in fired.stdout, fired.stderr
     once = run_cli("scheduler", "--once", env={**os.environ, **FAST_LEASE}, timeout=120)  # adopts and finishes it
     assert once.returncode == 0, once.stdout
+    assert "watching 1 fire(s) started by run-now" in once.stdout and "stopped heartbeating" not in once.stdout
     shown = json.loads(run_cli("schedule", "show", "cli", "--json").stdout)
     assert shown["fires"][0]["status"] == "done" and shown["fires"][0]["parameters"]["day"]
     assert "done" in run_cli("schedule", "show", "cli").stdout
     assert run_cli("schedule", "preview", "@daily", "--tz", "Asia/Tokyo", "-n", "2").stdout.count("+09:00") == 2
+    for args in (("schedule", "preview", "@daily", "-n", "0"), ("schedule", "show", "cli", "-n", "-5"),
+                 ("scheduler", "--once", "--interval", "-1"), ("scheduler", "--once", "--grace", "nan")):
+        refused = run_cli(*args)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, (args, refused.stderr)
     assert run_cli("schedule", "remove", "cli").returncode == 0
     assert run_cli("schedule", "show", "cli").returncode == 2

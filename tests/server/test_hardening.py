@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
 from datetime import datetime
 
 import pytest
@@ -34,7 +34,7 @@ def escaping_options(outside):
         {"tracking_uri": f"file://{outside / 'mlruns'}"}, {"tracking_uri": f"file:{outside / 'mlruns'}"},
         {"tracking_uri": str(outside / "mlruns")}, {"tracking_uri": "../mlruns"},
         {"tracking_uri": "sqlite://evil.host/x.db"}, {"pip": [str(outside / "pkg")]}, {"pip": ["-r", "/etc/hostname"]},
-        {"pip": [f"pkg @ file://{outside}"]},
+        {"pip": [f"pkg @ file://{outside}"]}, {"pip": [f"numpy\n-e {outside}"]}, {"pip": ["numpy --no-deps"]},
     ]
 
 
@@ -83,6 +83,8 @@ async def test_file_tracking_uris_inside_the_root_or_home_are_kept_absolute(jp_f
     ({"cron": 5}, "must be strings"),
     ({"cron": "R 2 * * *"}, "random (R) and hashed (H) fields are not supported"),
     ({"cron": "0 0 * * 5L"}, "invalid cron expression"),
+    ({"parameters": {"n_estimators": "{{ scheduled_time + 99999999999d }}"}}, "offset 99999999999d is out of range"),
+    ({"options": {"resume_from": "abc"}}, "resume_from cannot be part of a schedule"),
 ])
 async def test_mistyped_schedule_fields_are_400(jp_fetch, root, body, fragment):
     code, answer = await fetch_json(jp_fetch, "nb2prod", "schedules", **post(schedule(**body)))
@@ -155,3 +157,33 @@ async def test_a_bad_stored_row_breaks_no_list_and_stays_removable(jp_fetch, roo
             assert response.code == 200, (name, method, response.body)
     code, rows = await fetch_json(jp_fetch, "nb2prod", "schedules")
     assert rows == []
+
+
+async def test_bodies_and_paths_no_file_can_have_are_400(jp_fetch, root):
+    (root / "loop-a").symlink_to("loop-b")
+    (root / "loop-b").symlink_to("loop-a")
+    for path, fragment in (("loop-a", "a symlink loop"), ("loop-a/x.ipynb", "a symlink loop"),
+                           ("x" * 5000, "File name too long"), ("\ud800.ipynb", "characters the file system cannot")):
+        for endpoint, body in (("check", {"path": path}), ("runs", {"path": path}), ("schedules", schedule(path=path))):
+            code, answer = await fetch_json(jp_fetch, "nb2prod", endpoint, **post(body))
+            assert code == 400 and fragment in answer["error"], (endpoint, path[:20], answer)
+        if "\ud800" not in path:  # a URL's query cannot carry a lone surrogate
+            code, answer = await fetch_json(jp_fetch, "nb2prod", "runs", params={"notebook": path})
+            assert code == 400 and fragment in answer["error"], (path[:20], answer)
+    for raw, fragment in (("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+                          ('{"path": "pipeline.ipynb", "drift_threshold": Infinity}', "Infinity is not a JSON number"),
+                          ('{"path": "pipeline.ipynb", "parameters": {"test_size": NaN}}', "NaN is not a JSON number")):
+        code, answer = await fetch_json(jp_fetch, "nb2prod", "runs", method="POST", body=raw)
+        assert code == 400 and fragment in answer["error"], answer
+    code, answer = await fetch_json(jp_fetch, "nb2prod", "runs", **post({"path": "pipeline.ipynb", "resume_from": "nope"}))
+    assert code == 404 and "no run 'nope'" in answer["error"], answer
+    code, runs = await fetch_json(jp_fetch, "nb2prod", "runs")
+    assert runs == []
+
+
+async def test_a_schedule_removed_by_several_clients_at_once_is_removed_once(jp_fetch, root):
+    code, _ = await fetch_json(jp_fetch, "nb2prod", "schedules", **post(schedule(name="once")))
+    assert code == 201
+    codes = sorted(c for c, _ in await asyncio.gather(*[
+        fetch_json(jp_fetch, "nb2prod", "schedules", "once", method="DELETE") for _ in range(6)]))
+    assert codes == [200] + [404] * 5, codes
