@@ -16,6 +16,7 @@ from nb2prod.runner.stage import StagePayload
 SYSTEM_RETRIES = 2  # Ray re-runs a stage whose worker or node died, at most this often
 CACHE_IO_THREADS = 4  # cache reads and writes of parallel stages at once (each is atomic: cache.write)
 LIVE_FLUSH_S = 0.1  # --log-output: how often a stage's printed lines go to the coordinator
+LIVE_DELIVERY_S = 30.0  # --log-output: how long a stage waits for the coordinator to take its last lines
 
 
 @ray.remote(num_returns=2, max_retries=SYSTEM_RETRIES, retry_exceptions=False)
@@ -46,6 +47,7 @@ class _LiveOutput:
         self._send = lambda stream, text: coordinator.stage_output.remote(run_id, stage, stream, text)
         self._partial: dict[str, str] = {}  # per stream: the line being printed
         self._ready: list[tuple[str, list[str]]] = []  # whole lines not sent yet: (stream, chunks), in order
+        self._sent: list[Any] = []  # the object refs of the sends (see close)
         self._lock, self._sending, self._done = threading.Lock(), threading.Lock(), threading.Event()
         self._flusher = threading.Thread(target=self._flush_every, daemon=True, name="nb2prod-live-output")
         self._flusher.start()
@@ -60,13 +62,18 @@ class _LiveOutput:
                 self._ready[-1][1].append("\n".join(lines) + "\n")
 
     def close(self) -> None:
-        """Send what is left, unfinished lines last (as whole lines)."""
+        """Send what is left, unfinished lines last (as whole lines), and wait until the coordinator has it: the
+        stage's result, which it receives by another way, must not overtake its last lines."""
         self._done.set()
         self._flusher.join()
         with self._lock:
             self._ready += [(stream, [rest + "\n"]) for stream, rest in self._partial.items() if rest]
             self._partial.clear()
         self._flush()
+        try:
+            ray.get(self._sent, timeout=LIVE_DELIVERY_S)
+        except ray.exceptions.RayError:  # a timeout too
+            pass  # the coordinator is gone or stuck: the stage's result says what matters
 
     def _flush_every(self) -> None:
         while not self._done.wait(LIVE_FLUSH_S):
@@ -76,8 +83,10 @@ class _LiveOutput:
         with self._sending:
             with self._lock:
                 ready, self._ready = self._ready, []
+            if self._sent:  # only those still on their way are kept
+                self._sent = ray.wait(self._sent, num_returns=len(self._sent), timeout=0)[1]
             for stream, chunks in ready:
-                self._send(stream, "".join(chunks))
+                self._sent.append(self._send(stream, "".join(chunks)))
 
 
 def _store(payload: StagePayload, meta: dict[str, Any], values: Any) -> bool:
