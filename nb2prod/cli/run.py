@@ -142,6 +142,7 @@ def result_json(record: dict[str, Any]) -> dict[str, Any]:
                               "error": {k: s["error"].get(k) for k in ("type", "message", "cell_index", "line")}
                               if s["error"] else None}
                        for name, s in record["stages"].items()},
+            "error": {k: record["error"].get(k) for k in ("stage", "type", "message")} if record["error"] else None,
             "gate": record["gate"], "promotion": record["promotion"], "drift": record["drift"]}
 
 

@@ -58,9 +58,12 @@ def mlflow_link(record: dict[str, Any], base: str | None = None) -> str | None:
 
 
 def outcome_lines(record: dict[str, Any]) -> list[tuple[str, str]]:
-    """``[(level, text)]`` with level ``ok``, ``bad`` or ``warn``; empty when the run had no gates, drift
-    checks or promotion."""
+    """``[(level, text)]`` with level ``ok``, ``bad`` or ``warn``: why the run failed when no stage says so (its
+    output notebook could not be written, its coordinator failed), then its gates, drift checks and promotion."""
     lines = []
+    error = record.get("error")
+    if error and not error.get("stage"):
+        lines.append(("bad", f"error: {error.get('type')}: {error.get('message')}"))
     gate = record.get("gate") or {}
     if gate.get("status") in ("passed", "failed"):
         lines.append(("ok" if gate["status"] == "passed" else "bad", f"gate {gate['status']}: {gate['reason']}"))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from nb2prod.errors import Nb2ProdError
 from nb2prod.home import home_dir, private_file
@@ -39,11 +39,14 @@ def database_url() -> str:
 def _url(raw: str) -> URL:
     try:
         url = make_url(raw)
-    except ArgumentError:  # the text may hold a password: never echo it
+    except (ArgumentError, ValueError):  # the text may hold a password: never echo it
         raise Nb2ProdError("NB2PROD_DATABASE_URL is not a database URL; use e.g. "
                            "postgresql+psycopg://USER@HOST:5432/DATABASE or sqlite:////path/nb2prod.db") from None
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise Nb2ProdError(f"NB2PROD_DATABASE_URL names a {url.get_backend_name()} database; nb2prod's store is SQLite "
+                           "or PostgreSQL (postgresql+psycopg://USER@HOST:5432/DATABASE)")
     return url
 
 
@@ -62,7 +65,10 @@ def _engine(raw: str) -> Engine:
     from nb2prod.store import migrate
 
     url = _url(raw)
-    engine = create_engine(url, **_options(url))
+    try:
+        engine = create_engine(url, **_options(url))
+    except (ArgumentError, ValueError, ImportError) as exc:  # a port that is no number, a driver not installed
+        raise _unusable(url, str(exc) or type(exc).__name__) from None
     if url.get_backend_name() == "sqlite":
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
@@ -72,11 +78,19 @@ def _engine(raw: str) -> Engine:
             cur.close()
     try:
         migrate.ensure_current(engine)  # once per process and URL: the engine is cached
-    except OperationalError as exc:
+    except DBAPIError as exc:  # unreachable, refused, or a role that may not create the tables
         engine.dispose()
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        raise Nb2ProdError(f"cannot open the run store {engine.url}: {reason}; check NB2PROD_DATABASE_URL") from None
+        raise _unusable(url, str(exc.orig).strip() if exc.orig else type(exc).__name__) from None
+    except ValueError as exc:  # psycopg parsing a connection option
+        engine.dispose()
+        raise _unusable(url, str(exc)) from None
     return engine
+
+
+def _unusable(url: URL, reason: str) -> Nb2ProdError:
+    """The one error for a store that cannot be opened: the URL without its password, the first line of why."""
+    shown = url.render_as_string(hide_password=True)
+    return Nb2ProdError(f"cannot open the run store {shown}: {reason.splitlines()[0]}; check NB2PROD_DATABASE_URL")
 
 
 def engine() -> Engine:

@@ -135,3 +135,7 @@ def test_a_failed_output_notebook_write_ends_the_run_failed_with_everything_else
     parent = mlflow_client.get_run(record["mlflow_run_id"])
     assert parent.info.status == "FAILED" and parent.data.tags["nb2prod.status"] == "failed"
     assert "output.ipynb" in {a.path for a in mlflow_client.list_artifacts(parent.info.run_id)}
+    out_dir.mkdir()  # the command line says why the run failed, though every stage succeeded
+    proc = run_cli("run", str(nb), "--output-notebook", str(out_dir / "o.ipynb"), "--no-cache", "--json", "--quiet")
+    assert proc.returncode == 1 and json.loads(proc.stdout)["error"]["type"] == "OutputNotebookError"
+    assert "error: OutputNotebookError: the pipeline ran, but its executed notebook could not be written" in proc.stderr

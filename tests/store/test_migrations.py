@@ -156,9 +156,30 @@ def test_an_unreachable_or_malformed_store_url_is_a_clear_error(tmp_path, monkey
     out = run_cli("runs")
     assert out.returncode == 1 and "cannot open the run store postgresql+psycopg://ana:***@127.0.0.1:1/team" in \
         out.stderr and "hunter2" not in out.stderr and "Traceback" not in out.stderr
-    monkeypatch.setenv("NB2PROD_DATABASE_URL", "hunter2 is not a url")
+    for url, fragment in (("hunter2 is not a url", "not a database URL"),
+                          ("postgresql://ana:hunter2@127.0.0.1:port/team", "not a database URL"),
+                          ("mysql://ana:hunter2@127.0.0.1/team", "names a mysql database; nb2prod's store is SQLite or")):
+        monkeypatch.setenv("NB2PROD_DATABASE_URL", url)
+        out = run_cli("runs")
+        assert out.returncode == 1 and fragment in out.stderr and "hunter2" not in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+
+
+@pytest.mark.slow  # the session's PostgreSQL server
+def test_a_role_that_may_not_create_the_tables_is_a_clear_error(postgres, tmp_path, monkeypatch):
+    import psycopg
+
+    url = make_url(postgres.new_database())
+    with psycopg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False),
+                         autocommit=True) as conn:
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        conn.execute("CREATE ROLE viewer LOGIN PASSWORD 'hunter2'")
+    monkeypatch.setenv("NB2PROD_HOME", str(tmp_path))
+    monkeypatch.setenv("NB2PROD_DATABASE_URL", url.set(username="viewer", password="hunter2").render_as_string(False))
     out = run_cli("runs")
-    assert out.returncode == 1 and "not a database URL" in out.stderr and "hunter2" not in out.stderr
+    assert out.returncode == 1 and "cannot open the run store postgresql+psycopg://viewer:***@" in out.stderr
+    assert "permission denied for schema public" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert "hunter2" not in out.stderr and "CREATE TABLE" not in out.stderr
 
 
 def test_the_revisions_are_one_numbered_chain():
