@@ -2,7 +2,9 @@
 
 A front end over :mod:`nb2prod.api`: no pipeline logic here. ``%%stage``'s grammar is the core's
 (:func:`nb2prod.core.grammar.parse_stage_magic`); ``%nb2prod run``'s options are the CLI's
-(:func:`nb2prod.cli.run.run_options`). Usage errors are one line on stderr, never a traceback.
+(:func:`nb2prod.cli.run.run_options`). An error fails the cell, as IPython's own magics do, and shows one line,
+never a traceback: a usage error as IPython's ``UsageError``, any other as ``error: ...`` (:class:`MagicError`);
+so does a run started with ``--wait`` that did not succeed, so that papermill or "Run All" stop there.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
 
@@ -81,8 +84,7 @@ class Nb2ProdMagics(Magics):
         try:
             parse_stage_magic(line)
         except ValueError as exc:
-            stderr_line(f"UsageError: %%stage {line.strip()}: {exc}")
-            return None
+            raise IPythonUsageError(f"%%stage {line.strip()}: {exc}") from None
         code = self.shell.transform_cell(cell)
         filename = self.shell.compile.cache(code, self.shell.execution_count, raw_code=cell)
         tree = ast.parse(code, filename)
@@ -102,22 +104,24 @@ class Nb2ProdMagics(Magics):
         try:
             argv = shlex.split(line)
         except ValueError as exc:
-            stderr_line(f"UsageError: %nb2prod: {exc}")
-            return
+            raise IPythonUsageError(f"%nb2prod: {exc}") from None
         if not argv:
             print(HELP)
             return
+        group = commands()
         try:
-            commands().main(args=argv, prog_name="%nb2prod", standalone_mode=False, obj=self)
+            group.main(args=argv, prog_name="%nb2prod", standalone_mode=False, obj=self)
         except click.ClickException as exc:
             where = exc.ctx.command_path if getattr(exc, "ctx", None) else "%nb2prod"
-            stderr_line(f"UsageError: {where}: {exc.format_message()}")
+            if where == "%nb2prod" and argv[0] in group.commands:  # an error parsing the command's own options
+                where = f"%nb2prod {argv[0]}"
+            raise IPythonUsageError(f"{where}: {exc.format_message()}") from None
         except UsageError as exc:
-            stderr_line(f"UsageError: %nb2prod {argv[0]}: {exc.message}")
+            raise IPythonUsageError(f"%nb2prod {argv[0]}: {exc.message}") from None
         except Nb2ProdError as exc:
-            stderr_line(f"error: {exc.message}")
+            raise MagicError(exc.message) from None
         except click.Abort:
-            stderr_line("interrupted")
+            raise MagicError("interrupted") from None
 
     nb2prod.__doc__ = HELP
 
@@ -177,7 +181,33 @@ class Nb2ProdMagics(Magics):
             view.finished.set()  # stops the ticker
             raise
         view.done(record)
+        failure = run_failure(record)
+        if failure:
+            raise MagicError(failure)
         return view
+
+
+class MagicError(Exception):
+    """An error of an nb2prod magic: the cell fails and shows ``error: MESSAGE``, not a traceback."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython shows these lines instead of a traceback
+        return [f"error: {self}"]
+
+
+def run_failure(record: dict[str, Any]) -> str | None:
+    """Why a finished run did not succeed (its status and first error, or its failed gate); None if it did."""
+    gate = record.get("gate") or {}
+    if record["status"] == "done" and gate.get("status") != "failed":
+        return None
+    error = record.get("error") or {}
+    if record["status"] == "done":
+        why = f"gate failed: {gate.get('reason')}"
+    elif error:
+        where = f"stage {error['stage']!r}: " if error.get("stage") else ""
+        why = f"{where}{error.get('type')}: {error.get('message')}"
+    else:
+        return f"run {record['id']} {record['status']}"
+    return f"run {record['id']} {record['status']}: {why}"
 
 
 def session_notebook() -> Path | None:

@@ -61,6 +61,13 @@ def errors(cell) -> list[dict[str, Any]]:
     return [o for o in cell["outputs"] if o["output_type"] == "error"]
 
 
+def failure(cell) -> str:
+    """What a failed magic showed: IPython's one-line UsageError on stderr, or nb2prod's ``error: ...`` output."""
+    shown = text(cell, "stderr") + "".join(ANSI.sub("", line) + "\n" for e in errors(cell) for line in e["traceback"])
+    assert shown, cell["outputs"]
+    return shown
+
+
 class Widgets:
     """The widget state nbclient recorded (``metadata.widgets``), navigable from a displayed view."""
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.magics.conftest import Widgets, data, errors, execute, pipeline_cells, text, write_notebook
+from tests.magics.conftest import Widgets, data, errors, execute, failure, pipeline_cells, text, write_notebook
 
 
 INVALID = [
@@ -27,24 +27,24 @@ def headless(tmp_path_factory):
         "%load_ext nb2prod",                                                      # 0
         "%%stage first --after zero --gpu --retries 2 --memory 1G\nx = 41\nx + 1",  # 1
         "print('x is', x)",                                                        # 2
-        "%%stage first --retries many\nx = 0",                                     # 3
-        "%%stage 'bad name!'\nx = 0",                                              # 4
+        ("%%stage first --retries many\nx = 0", ["raises-exception"]),              # 3
+        ("%%stage 'bad name!'\nx = 0", ["raises-exception"]),                       # 4
         "print('x still', x)",                                                     # 5
-        ("%%stage boom\ny = 1\n1 / 0", ["raises-exception"]),                      # 6
+        ("%%stage boom\ny = 1\n1 / 0", ["raises-exception"]),                       # 6
         f"%nb2prod check {pipeline}",                                              # 7
         f"%nb2prod check {invalid}",                                               # 8
-        "%nb2prod run",                                                            # 9
-        f"%nb2prod run {pipeline} --bogus",                                        # 10
-        f"%nb2prod run {pipeline} -p nope 1",                                      # 11
-        f"%nb2prod run {invalid}",                                                 # 12
-        "%nb2prod frob",                                                           # 13
+        ("%nb2prod run", ["raises-exception"]),                                     # 9
+        (f"%nb2prod run {pipeline} --bogus", ["raises-exception"]),                 # 10
+        (f"%nb2prod run {pipeline} -p nope 1", ["raises-exception"]),               # 11
+        (f"%nb2prod run {invalid}", ["raises-exception"]),                          # 12
+        ("%nb2prod frob", ["raises-exception"]),                                    # 13
         f"%nb2prod params {pipeline}",                                             # 14
-        "%nb2prod pull first --run no-such-run",                                   # 15
-        "%nb2prod pull first",                                                     # 16
+        ("%nb2prod pull first --run no-such-run", ["raises-exception"]),            # 15
+        ("%nb2prod pull first", ["raises-exception"]),                              # 16
         "%nb2prod",                                                                # 17
         "%nb2prod run --help",                                                     # 18
-        "%nb2prod check /no/such/notebook.ipynb",                                  # 19
-        "%nb2prod run 'unclosed",                                                  # 20
+        ("%nb2prod check /no/such/notebook.ipynb", ["raises-exception"]),           # 19
+        ("%nb2prod run 'unclosed", ["raises-exception"]),                           # 20
     ])
     return execute(nb)
 
@@ -59,9 +59,9 @@ def test_stage_runs_the_body_in_the_user_namespace(headless):
 def test_stage_bad_options_are_one_line_usage_errors(headless):
     cells = headless.cells
     for i, expected in ((3, "invalid int value: 'many'"), (4, "use letters, digits")):
-        err = text(cells[i], "stderr")
+        err = failure(cells[i])
         assert err.startswith("UsageError: %%stage") and expected in err
-        assert err.count("\n") == 1 and not errors(cells[i]) and "Traceback" not in err
+        assert err.count("\n") == 1 and "Traceback" not in err
     assert text(cells[5]) == "x still 41\n"  # the body of a bad %%stage did not run
 
 
@@ -101,11 +101,11 @@ def test_check_shows_validation_errors_with_cells(headless):
     (19, "error: /no/such/notebook.ipynb: no such file"),
     (20, "UsageError: %nb2prod: No closing quotation"),
 ])
-def test_usage_errors_are_one_line_on_stderr(headless, index, expected):
+def test_errors_fail_the_cell_with_one_line(headless, index, expected):
     cell = headless.cells[index]
-    err = text(cell, "stderr")
+    err = failure(cell)
     assert err.startswith(expected), err
-    assert "Traceback" not in err and not errors(cell)
+    assert "Traceback" not in err
     if index != 12:  # the validation error lists its problems, one per line
         assert err.count("\n") == 1, err
 

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.magics.conftest import Widgets, data, errors, execute, pipeline_cells, text, write_notebook
+from tests.magics.conftest import Widgets, data, errors, execute, failure, pipeline_cells, text, write_notebook
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
@@ -32,13 +32,13 @@ def test_headless_text_fallback_stage_and_pull(tmp_path, pipeline):
         "%load_ext nb2prod",                                                          # 0
         f"%nb2prod run {pipeline} -p scale 3 --log-output",                           # 1
         f"%nb2prod pull second --path {pipeline}\nprint('b =', b)",                   # 2
-        f"%nb2prod pull first zz --path {pipeline}",                                  # 3
+        (f"%nb2prod pull first zz --path {pipeline}", ["raises-exception"]),          # 3
         f"%nb2prod run {pipeline} --stage third -p scale 3",                          # 4
         f"%nb2prod run {pipeline} --stage second --downstream -p scale 4",            # 5
         f"%nb2prod pull second b --path {pipeline}\nprint('b =', b)",                 # 6
         f"%nb2prod runs {pipeline}",                                                  # 7
         "%nb2prod status",                                                            # 8
-        f"%nb2prod run {pipeline} -p fail True",                                      # 9
+        (f"%nb2prod run {pipeline} -p fail True", ["raises-exception"]),              # 9
         f"%nb2prod run {pipeline} --no-wait",                                         # 10
         "import nb2prod.notebook.magics\nfrom nb2prod import api\nimport time\nrid = nb2prod.notebook.magics.last_view().run_id\n"
         "while api.get_run(rid)['status'] == 'running':\n    time.sleep(0.2)\nprint(api.get_run(rid)['status'])",
@@ -55,8 +55,8 @@ def test_headless_text_fallback_stage_and_pull(tmp_path, pipeline):
 
     assert "b = [0, 3, 6, 9, 12]" in text(cells[2])
     assert re.search(r"pulled b from stage 'second' of run \S+", text(cells[2]))
-    assert text(cells[3], "stderr").startswith("UsageError: %nb2prod pull: stage 'first' of run")
-    assert "no output zz; its outputs: a" in text(cells[3], "stderr")
+    assert failure(cells[3]).startswith("UsageError: %nb2prod pull: stage 'first' of run")
+    assert "no output zz; its outputs: a" in failure(cells[3])
 
     assert "b = [0, 4, 8, 12, 16]" in text(cells[6])  # the --downstream run (scale 4) is the latest success
     table = text(cells[7]) + "".join(data(cells[7], "text/plain"))
@@ -68,6 +68,7 @@ def test_headless_text_fallback_stage_and_pull(tmp_path, pipeline):
     assert "[nb2prod] second: failed" in failed
     assert "[nb2prod] second failed: cell 2, line 3: ValueError: boom" in failed
     assert re.search(r"run \S+ failed", failed)
+    assert re.fullmatch(r"error: run \S+ failed: stage 'second': ValueError: boom\n", failure(cells[9]))
     assert "started in the background; `%nb2prod status" in text(cells[10])
     assert text(cells[11]).strip().endswith("done")
 
@@ -79,7 +80,7 @@ def test_headless_text_fallback_stage_and_pull(tmp_path, pipeline):
     # --stage second --downstream: second and third ran
     assert runs[2]["stages"] == {"first": "cached", "second": "done", "third": "done"}
     assert runs[3]["stages"]["second"] == "failed"
-    for cell in cells:
+    for cell in cells[:3] + cells[4:9] + cells[10:]:
         assert not errors(cell)
 
 
@@ -88,13 +89,14 @@ def test_stage_without_an_earlier_run_says_so(tmp_path):
                                                          (f"a = [seed] * 3  # {tmp_path.name}", ["stage:first"]),
                                                          ("b = a * 2", ["stage:second"]),
                                                          ("c = sum(b)", ["stage:third"])])
-    nb = write_notebook(tmp_path / "driver.ipynb", ["%load_ext nb2prod", f"%nb2prod run {pipeline} --stage third",
-                                                    f"%nb2prod pull third --path {pipeline}"])
+    nb = write_notebook(tmp_path / "driver.ipynb", [
+        "%load_ext nb2prod", (f"%nb2prod run {pipeline} --stage third", ["raises-exception"]),
+        (f"%nb2prod pull third --path {pipeline}", ["raises-exception"])])
     cells = execute(nb).cells
-    err = text(cells[1], "stderr")
+    err = failure(cells[1])
     assert err.startswith("error: cannot take the inputs of the selected stage(s) from upstream stage 'second'")
     assert err.count("\n") == 1
-    assert text(cells[2], "stderr").startswith("UsageError: %nb2prod pull: no run of chain.ipynb has a successful "
+    assert failure(cells[2]).startswith("UsageError: %nb2prod pull: no run of chain.ipynb has a successful "
                                                "stage 'third' yet")
 
 
@@ -104,7 +106,7 @@ def test_notebook_productionizes_itself_with_live_widgets(tmp_path):
     nb = write_notebook(tmp_path / "self.ipynb", [
         ("%load_ext nb2prod", ["skip"]),                                                       # 0
         *pipeline_cells(tmp_path.name),                                                        # 1-4
-        ("%nb2prod run -p fail True --wait", ["skip"]),                                        # 5
+        ("%nb2prod run -p fail True --wait", ["skip", "raises-exception"]),                    # 5
         ("%nb2prod run\nimport nb2prod.notebook.magics\nfrom nb2prod import api\n"
          "print('at return:', api.get_run(nb2prod.notebook.magics.last_view().run_id)['status'])", ["skip"]),  # 6
         ("import time\nassert nb2prod.notebook.magics.last_view().wait(180)\ntime.sleep(0.3)\n"
@@ -120,8 +122,10 @@ def test_notebook_productionizes_itself_with_live_widgets(tmp_path):
     ])
     done = execute(nb, session=True, env={"NB2PROD_MLFLOW_UI_URL": "http://mlflow.test:5000"})
     cells, widgets = done.cells, Widgets(done)
-    for cell in cells:
+    for cell in cells[:5] + cells[6:]:
         assert not errors(cell)
+    (shown,) = errors(cells[5])
+    assert re.fullmatch(r"error: run \S+ failed: stage 'second': ValueError: boom", "\n".join(shown["traceback"]))
     assert "b = [0, 10, 20, 30, 40]" in text(cells[10])  # the form's run (scale 10), not the interactive b
 
     # the failing foreground run: warned about unsaved edits, second failed with its cell, line and output
