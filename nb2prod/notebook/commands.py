@@ -69,8 +69,9 @@ def params(magics, path: str | None, wait: bool | None, **kw: Any) -> None:
     if spec["errors"]:
         raise Nb2ProdError(f"{notebook.name} is not a valid pipeline ({len(spec['errors'])} error(s)); "
                            "see %nb2prod check")
+    given = api.prepare(notebook, options).overrides  # -p values checked (and typed) as a run checks them
     if not widget_frontend():
-        print(params_text(spec["parameters"]))
+        print(params_text(spec["parameters"], given))
         return
 
     def on_run(values: dict[str, Any]) -> None:
@@ -81,7 +82,7 @@ def params(magics, path: str | None, wait: bool | None, **kw: Any) -> None:
         except Nb2ProdError as exc:
             form.message.value = f'<span style="color:#c62828">{html.escape(exc.message)}</span>'
 
-    form = ParamsForm(spec["parameters"], on_run, initial=options.parameters)
+    form = ParamsForm(spec["parameters"], on_run, initial=given)
     magics.last_form = form
     display(form)
 
@@ -146,7 +147,7 @@ def status(magics, run_id: str | None) -> None:
 
 @group.command()
 @click.argument("path", required=False)
-@click.option("--limit", default=10, show_default=True, help="How many runs.")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(min=1), help="How many runs.")
 @click.option("--all", "every", is_flag=True, help="Runs of every notebook.")
 @click.pass_obj
 def runs(magics, path: str | None, limit: int, every: bool) -> None:

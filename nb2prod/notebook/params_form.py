@@ -78,9 +78,11 @@ class ParamsForm:
         display(self.widget)
 
 
-def params_text(parameters: dict[str, dict[str, Any]]) -> str:
-    """The parameters as text (no widget frontend)."""
+def params_text(parameters: dict[str, dict[str, Any]], given: dict[str, Any] | None = None) -> str:
+    """The parameters as text (no widget frontend): each one's default, or the value ``given`` (``-p``)."""
     if not parameters:
         return "no parameters cell"
-    lines = [f"  {name:<20} {p['type']:<6} {p['default']!r}" for name, p in parameters.items()]
+    given = given or {}
+    lines = [f"  {name:<20} {p['type']:<6} " + (f"{given[name]!r} (given)" if name in given else f"{p['default']!r}")
+             for name, p in parameters.items()]
     return "\n".join(["parameters (override with %nb2prod run -p NAME VALUE):", *lines])

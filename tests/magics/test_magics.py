@@ -45,6 +45,10 @@ def headless(tmp_path_factory):
         "%nb2prod run --help",                                                     # 18
         ("%nb2prod check /no/such/notebook.ipynb", ["raises-exception"]),           # 19
         ("%nb2prod run 'unclosed", ["raises-exception"]),                           # 20
+        ("%nb2prod runs --all --limit -5", ["raises-exception"]),                   # 21
+        (f"%nb2prod run {pipeline} -p scale", ["raises-exception"]),               # 22
+        (f"%nb2prod params {pipeline} -p scale 3.7", ["raises-exception"]),        # 23
+        f"%nb2prod params {pipeline} -p scale 7",                                  # 24
     ])
     return execute(nb)
 
@@ -100,6 +104,9 @@ def test_check_shows_validation_errors_with_cells(headless):
     (16, "UsageError: %nb2prod pull: no notebook PATH given"),
     (19, "error: /no/such/notebook.ipynb: no such file"),
     (20, "UsageError: %nb2prod: No closing quotation"),
+    (21, "UsageError: %nb2prod runs: Invalid value for '--limit': -5 is not in the range x>=1"),
+    (22, "UsageError: %nb2prod run: Option '-p' requires 2 arguments"),
+    (23, "UsageError: %nb2prod params: parameter 'scale' expects int"),
 ])
 def test_errors_fail_the_cell_with_one_line(headless, index, expected):
     cell = headless.cells[index]
@@ -114,6 +121,7 @@ def test_params_without_widgets_is_text(headless):
     out = text(headless.cells[14])
     assert "scale" in out and "int" in out and "fail" in out and "bool" in out
     assert not data(headless.cells[14], "application/vnd.jupyter.widget-view+json")
+    assert "scale                int    7 (given)" in text(headless.cells[24])
 
 
 def test_help(headless):
@@ -152,10 +160,12 @@ def test_params_form_in_a_jupyter_kernel(tmp_path):
     """With JPY_SESSION_NAME (a Jupyter server kernel) PATH defaults to the notebook and params is a form."""
     nb = write_notebook(tmp_path / "self.ipynb", [("%load_ext nb2prod", ["skip"]), *pipeline_cells(tmp_path.name),
                                                   ("%nb2prod params -p scale 5", ["skip"]),
-                                                  ("%nb2prod check", ["skip"])])
+                                                  ("%nb2prod check", ["skip"]),
+                                                  ("%nb2prod params -p fail abc", ["skip", "raises-exception"])])
     done = execute(nb, session=True)
     widgets = Widgets(done)
-    form_cell, check_cell = done.cells[-2], done.cells[-1]
+    form_cell, check_cell = done.cells[-3], done.cells[-2]
+    assert "parameter 'fail' expects bool" in failure(done.cells[-1])  # a -p value the form cannot show
     (form,) = widgets.displayed(form_cell)
     fields = {m["state"]["description"]: m for m in widgets.walk(form) if m["state"].get("description")}
     assert fields["scale"]["model_name"] == "IntTextModel" and fields["scale"]["state"]["value"] == 5
