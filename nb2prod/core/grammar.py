@@ -14,6 +14,7 @@ Kale dialect (read as-is): ``step:NAME``, ``block:NAME`` / bare ``step:`` or ``b
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -119,10 +120,17 @@ def parse_resources(spec: str) -> dict[str, float]:
             resources[key] = parse_size(value)
         else:
             try:
-                resources[key] = float(value)
+                resources[key] = amount(key, float(value))
             except ValueError:
-                raise ValueError(f"resources value {value!r} for {key!r} is not a number") from None
+                raise ValueError(f"resources value {value!r} for {key!r} is not a number of at least 0") from None
     return resources
+
+
+def amount(what: str, value: float) -> float:
+    """``value`` if it is a finite number of at least 0 (CPUs, GPUs, seconds, retries), else a ValueError."""
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{what} must be a number of at least 0, not {value:g}")
+    return value
 
 
 def parse_register(text: str) -> tuple[str, str]:
@@ -260,6 +268,9 @@ def parse_stage_magic(line: str) -> Directives:
     args = stage_magic_parser().parse_args(shlex.split(line))
     if not re.fullmatch(NAME, args.name):
         raise ValueError(f"stage name {args.name!r}: use letters, digits, '_' and '-'")
+    for option in ("gpu", "cpu", "retries", "timeout"):
+        if getattr(args, option) is not None:
+            amount(f"--{option}", getattr(args, option))
     d = Directives(stage=args.name, stage_dialect="nb2prod", after=list(args.after),
                    retries=args.retries, timeout=args.timeout, nocache=args.nocache,
                    register=dict(parse_register(r) for r in args.register))

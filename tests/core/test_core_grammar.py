@@ -110,7 +110,14 @@ def test_stage_magic_header(header, expected):
         assert getattr(d, field) == value
 
 
-@pytest.mark.parametrize("header", ["", "load --bogus", "load extra", "bad/name", "load --retries x"])
+@pytest.mark.parametrize("header", ["", "load --bogus", "load extra", "bad/name", "load --retries x", "a --gpu -1",
+                                    "a --cpu -2", "a --retries -1", "a --timeout nan", "a --cpu inf"])
 def test_bad_stage_magic_header(header):
     with pytest.raises(ValueError):
         parse_stage_magic(header)
+
+
+@pytest.mark.parametrize("spec", ["gpu=-1", "cpu=nan", "custom=inf", "cpu=two"])
+def test_resources_are_numbers_of_at_least_0(spec):
+    with pytest.raises(ValueError, match="is not a number of at least 0"):
+        parse_resources(spec)
