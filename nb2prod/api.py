@@ -238,10 +238,23 @@ def stage_outputs(run_id: str, stage: str) -> dict[str, Any]:
     return load_stage_outputs(run_id, stage)
 
 
-def stage_log(run_id: str, stage: str) -> str:
-    """A finished run's captured output of one stage ("" when it printed nothing)."""
-    path = run_dir(run_id) / "logs" / f"{stage}.log"
-    return path.read_text(errors="replace") if path.is_file() else ""
+def stage_log(run_id: str, stage: str) -> str | None:
+    """A finished run's captured output of one stage; None when none was captured. A run that another client of a
+    shared run store ran has its outputs in its MLflow run: they are fetched from there, once."""
+    record = store.get_run(run_id)
+    directory = run_dir(record["id"])
+    elsewhere = not (directory / "result.json").exists() and not (directory / "output.ipynb").exists()
+    if elsewhere and record["status"] != RunStatus.RUNNING.value and record["mlflow_run_id"] and record["tracking_uri"]:
+        from nb2prod.runner.detached import download_outputs
+        from nb2prod.tracking import Tracker
+
+        try:
+            download_outputs(Tracker(record["tracking_uri"]), record["mlflow_run_id"], record["id"])
+        except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the reason is shown
+            raise Nb2ProdError(f"run {record['id']}'s outputs are not on this client, and its MLflow run at "
+                               f"{secret.redact_uri(record['tracking_uri'])} cannot be read: {str(exc).splitlines()[0]}") from None
+    path = directory / "logs" / f"{stage}.log"
+    return path.read_text(errors="replace") if path.is_file() else None
 
 
 def cancel_run(run_id: str) -> dict[str, Any]:

@@ -317,8 +317,9 @@ def load_stage_outputs(run_id: str, stage: str) -> dict[str, Any]:
                            "stages have stored outputs")
     directory = cache_dir(record["options"].get("cache_dir"))
     if lookup(directory, info["cache_key"]) is None:
-        raise Nb2ProdError(f"the outputs of stage {stage!r} (run {record['id']}) are no longer in the cache "
-                           f"{directory} (evicted or cleared); rerun the pipeline")
+        raise Nb2ProdError(f"the outputs of stage {stage!r} (run {record['id']}) are not in the cache {directory}: "
+                           "evicted or cleared since, or the run was made by another client of a shared run store, "
+                           "whose cache is its own; rerun the pipeline here")
     return load(directory, info["cache_key"])
 
 

@@ -71,18 +71,17 @@ def logs(run_id: str, stage: str | None) -> None:
     """Captured stdout/stderr of RUN_ID's stages (or of STAGE)."""
     from nb2prod import api
     from nb2prod.errors import UsageError
-    from nb2prod.home import run_dir
 
     record = api.get_run(run_id)
     names = [stage] if stage is not None else list(record["stages"])
     if stage is not None and stage not in record["stages"]:
         raise UsageError(f"run {record['id']} has no stage {stage!r}; its stages: {', '.join(record['stages'])}")
     for name in names:
-        path = run_dir(record["id"]) / "logs" / f"{name}.log"
+        log = api.stage_log(record["id"], name)
         if stage is None:
             click.secho(f"==> {name} <==", bold=True)
-        if path.exists():
-            click.echo(path.read_text(), nl=False)
+        if log is not None:
+            click.echo(log, nl=False)
         else:  # never ran, still running, cancelled, or a detached run whose tracking server has no log yet
             click.echo(f"({name}: no output captured; the stage is {record['stages'][name]['status']})", err=True)
 

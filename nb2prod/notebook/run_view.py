@@ -334,7 +334,7 @@ class RunView:
             return ""
         from nb2prod import api
 
-        return api.stage_log(self.run_id, name)
+        return api.stage_log(self.run_id, name) or ""
 
 
 def _timestamp(iso: str) -> float | None:

@@ -146,15 +146,15 @@ def _finish(record: dict[str, Any], tracker, parent, job_status: str | None, job
     if parent is not None:
         if parent.info.status == "RUNNING":
             tracker.fail_if_running(parent.info.run_id)
-        _download(tracker, parent.info.run_id, record["id"])
+        download_outputs(tracker, parent.info.run_id, record["id"])
         checks = _checks(tracker, parent.info.run_id)
         if checks:
             store.set_checks(record["id"], checks.get("gate"), checks.get("promotion"), checks.get("drift"))
     store.finish_run(record["id"], RunStatus(final), error, ended_at=_dt(ended))
 
 
-def _download(tracker, mlflow_run_id: str, run_id: str) -> None:
-    """The executed notebook and stage logs, where ``nb2prod logs`` and the run dir expect them."""
+def download_outputs(tracker, mlflow_run_id: str, run_id: str) -> None:
+    """The executed notebook and stage logs of an MLflow run, where ``nb2prod logs`` and the run dir expect them."""
     from nb2prod.home import run_dir
 
     directory = run_dir(run_id)

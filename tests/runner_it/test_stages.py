@@ -4,6 +4,7 @@ and the `runs/status/logs/cancel` commands."""
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import nbformat
@@ -11,6 +12,7 @@ import pytest
 
 from nb2prod import api
 from nb2prod.contracts import RunOptions
+from nb2prod.store.db import database_url
 from tests.conftest import make_notebook, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("any_cluster")]
@@ -119,6 +121,10 @@ def test_runs_status_logs(tmp_path):
     assert "one says hi" in logs.stdout and "two says hi" in logs.stdout
     one = run_cli("logs", record["mlflow_run_id"], "one")
     assert one.returncode == 0 and "one says hi" in one.stdout and "two says hi" not in one.stdout
+    # another client of the same run store (a team's database) reads the logs from the run's MLflow run
+    other = {**os.environ, "NB2PROD_HOME": str(tmp_path / "other-home"), "NB2PROD_DATABASE_URL": database_url()}
+    logs = run_cli("logs", record["id"], "two", env=other)
+    assert logs.returncode == 0 and logs.stdout == "two says hi\n", logs.stderr
     missing = run_cli("status", "no-such-run")
     assert missing.returncode != 0 and "Traceback" not in missing.stderr
 
