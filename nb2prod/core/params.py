@@ -80,7 +80,7 @@ def _load_yaml(text: str, origin: str) -> dict[str, Any]:
     try:
         data = yaml.load(text, Loader=NoDatesSafeLoader)
     except yaml.YAMLError as exc:
-        raise ParameterError(f"parameters from {origin} are not valid YAML: {exc}") from None
+        raise ParameterError(f"parameters from {origin} are not valid YAML: {_yaml_reason(exc)}") from None
     except RecursionError:
         raise ParameterError(f"parameters from {origin} are nested too deeply") from None
     if data is None:
@@ -88,6 +88,14 @@ def _load_yaml(text: str, origin: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ParameterError(f"parameters from {origin} must be a YAML mapping of NAME: VALUE")
     return data
+
+
+def _yaml_reason(exc: Exception) -> str:
+    """One line: what PyYAML found wrong, and where."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if not problem:
+        return str(exc).splitlines()[0]
+    return f"{problem}" + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark else "")
 
 
 def literal_type(value: object) -> str:

@@ -25,7 +25,8 @@ def test_precedence_files_then_yaml_then_p_then_r(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
-    ({"yamls": ["a: [1"]}, "not valid YAML"),
+    ({"yamls": ["a: [1"]}, r"^parameters from -y are not valid YAML: expected ',' or '\]', but got '<stream end>' "
+                           r"\(line 1, column 6\)$"),
     ({"yamls": ["- 1\n- 2"]}, "must be a YAML mapping"),
     ({"files": ["/nonexistent/p.yaml"]}, "cannot read parameters file"),
     ({"files": ["BINARY"]}, "cannot read parameters file .*: it is not UTF-8 text"),
