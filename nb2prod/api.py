@@ -238,23 +238,45 @@ def stage_outputs(run_id: str, stage: str) -> dict[str, Any]:
     return load_stage_outputs(run_id, stage)
 
 
+FETCHED = "fetched"  # in a run's directory: its outputs were fetched from its MLflow run (see stage_log)
+
+
 def stage_log(run_id: str, stage: str) -> str | None:
     """A finished run's captured output of one stage; None when none was captured. A run that another client of a
     shared run store ran has its outputs in its MLflow run: they are fetched from there, once."""
     record = store.get_run(run_id)
     directory = run_dir(record["id"])
-    elsewhere = not (directory / "result.json").exists() and not (directory / "output.ipynb").exists()
-    if elsewhere and record["status"] != RunStatus.RUNNING.value and record["mlflow_run_id"] and record["tracking_uri"]:
+    if _outputs_elsewhere(record, directory):
         from nb2prod.runner.detached import download_outputs
         from nb2prod.tracking import Tracker
 
+        tracker = Tracker(record["tracking_uri"])
         try:
-            download_outputs(Tracker(record["tracking_uri"]), record["mlflow_run_id"], record["id"])
+            tracker.client.get_run(record["mlflow_run_id"])
         except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the reason is shown
             raise Nb2ProdError(f"run {record['id']}'s outputs are not on this client, and its MLflow run at "
-                               f"{secret.redact_uri(record['tracking_uri'])} cannot be read: {str(exc).splitlines()[0]}") from None
+                               f"{secret.redact_uri(record['tracking_uri'])} cannot be read: "
+                               f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0]}") from None
+        download_outputs(tracker, record["mlflow_run_id"], record["id"])
+        write_private(directory / FETCHED, "")
     path = directory / "logs" / f"{stage}.log"
     return path.read_text(errors="replace") if path.is_file() else None
+
+
+def _outputs_elsewhere(record: dict[str, Any], directory: Path) -> bool:
+    """Whether a finished run's outputs are not in ``directory`` but can be fetched from its MLflow run: another
+    client of a shared run store ran it, on a tracking store this client reaches (a server, or files it sees)."""
+    from nb2prod.tracking import is_local, sqlite_path
+
+    if any((directory / name).exists() for name in ("result.json", "output.ipynb", FETCHED)):
+        return False
+    uri = record["tracking_uri"]
+    if record["status"] == RunStatus.RUNNING.value or not record["mlflow_run_id"] or not uri:
+        return False
+    if is_local(uri):  # another machine's local store is not here; opening it would create one
+        local = sqlite_path(uri) or Path(uri.removeprefix("file://").removeprefix("file:"))
+        return local.exists()
+    return True
 
 
 def cancel_run(run_id: str) -> dict[str, Any]:

@@ -37,6 +37,13 @@ class ParameterError(UsageError):
     """An unknown parameter or a value of the wrong type."""
 
 
+class StoreUnavailable(Nb2ProdError):
+    """The run store cannot be opened (its URL, server, rights or file): the operator's to fix, not a client's
+    (HTTP 500, the message in the server's log only)."""
+
+    http_status = 500
+
+
 class RunNotFound(Nb2ProdError):
     """No run with that nb2prod or MLflow run id."""
 

@@ -22,7 +22,7 @@ REFERENCE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:=([A-Za-z_][A-Za-z0-9_]*))?"
 # How a detached runner (``api.start_run``) receives inline secret values: its environment, read once.
 INLINE_ENV = "NB2PROD_SECRET_VALUES"
 # Query parameters of a URI that carry credentials (stripped before a URI is shown or sent anywhere).
-_CREDENTIAL_KEYS = re.compile(r"token|secret|password|passwd|pwd|key|signature|credential|auth", re.IGNORECASE)
+CREDENTIAL_KEYS = re.compile(r"token|secret|password|passwd|pwd|key|signature|credential|auth", re.IGNORECASE)
 
 
 def references(secrets: list[str]) -> dict[str, str | None]:
@@ -110,8 +110,8 @@ def redact_uri(uri: str | None) -> str | None:
         pairs = parse_qsl(parts.query, keep_blank_values=True)
     except ValueError:
         return MASK
-    if "@" not in parts.netloc and not any(_CREDENTIAL_KEYS.search(k) for k, _ in pairs):
+    if "@" not in parts.netloc and not any(CREDENTIAL_KEYS.search(k) for k, _ in pairs):
         return uri
-    query = urlencode([(k, MASK if _CREDENTIAL_KEYS.search(k) else v) for k, v in pairs], safe="*")
+    query = urlencode([(k, MASK if CREDENTIAL_KEYS.search(k) else v) for k, v in pairs], safe="*")
     host = parts.netloc.rpartition("@")[2]  # userinfo dropped: a password, or a bare user part that is a token
     return urlunsplit((parts.scheme, host, parts.path, query, parts.fragment))

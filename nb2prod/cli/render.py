@@ -6,6 +6,7 @@ import os
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nb2prod.core.spec import Issue, PipelineSpec
@@ -56,11 +57,16 @@ def print_spec(spec: PipelineSpec) -> None:
 
 
 def check_lines(record: dict) -> list[str]:
-    """The gate, drift and promotion outcome of a run record as rich-markup lines (empty when none)."""
+    """A run record's outcome (:func:`nb2prod.contracts.outcome_lines`: a run-level error, gates, drift, promotion)
+    as rich-markup lines, the text escaped (empty when there is none)."""
     from nb2prod.contracts import outcome_lines
 
     colour = {"ok": "green", "bad": "red", "warn": "yellow"}
-    return [f"[{colour[level]}]{text.split(':', 1)[0]}[/]:{text.split(':', 1)[1]}" for level, text in outcome_lines(record)]
+    lines = []
+    for level, text in outcome_lines(record):
+        head, _, rest = text.partition(":")
+        lines.append(f"[{colour[level]}]{escape(head)}[/]:{escape(rest)}")
+    return lines
 
 
 def print_checks(record: dict) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from nb2prod import secret
 from nb2prod.cli import cli
@@ -151,12 +152,12 @@ def _summary(record: dict[str, Any]) -> None:
         error = stage["error"]
         if stage["status"] == "failed" and error:
             where = f" ({location(error)})" if location(error) else ""
-            stderr.print(f"[red]stage {name!r} failed[/]{where}: {error['type']}: {error['message']}",
-                         markup=True, soft_wrap=True)
+            stderr.print(f"[red]stage {escape(repr(name))} failed[/]{where}: {escape(error['type'])}: "
+                         f"{escape(error['message'])}", markup=True, soft_wrap=True)
             if error.get("traceback"):
                 stderr.print(error["traceback"].rstrip(), markup=False, highlight=False, soft_wrap=True)
     print_checks(record)
     color = {"done": "green", "failed": "red", "cancelled": "magenta"}.get(record["status"], "yellow")
     stderr.print(f"run [bold]{record['id']}[/] [{color}]{record['status']}[/] in {record['duration_s']:.2f}s — "
-                 f"MLflow run {record['mlflow_run_id']} at {record['tracking_uri']} (see `nb2prod ui`)", markup=True,
+                 f"MLflow run {record['mlflow_run_id']} at {escape(str(record['tracking_uri']))} (see `nb2prod ui`)", markup=True,
                  soft_wrap=True)

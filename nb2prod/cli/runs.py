@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from nb2prod.cli import cli
@@ -27,7 +28,7 @@ def runs(notebook: str | None, limit: int, as_json: bool) -> None:
     for r in records:
         gate = r["gate"]["status"] if r["gate"]["status"] != "none" else ""
         gate += " drifted" if (r.get("drift") or {}).get("drifted") else ""
-        table.add_row(r["id"], r["status"], gate.strip(), r["notebook"], (r["started_at"] or "")[:19],
+        table.add_row(r["id"], r["status"], gate.strip(), escape(r["notebook"]), (r["started_at"] or "")[:19],
                       f"{r['duration_s']:.1f}s" if r["duration_s"] is not None else "", r["mlflow_run_id"] or "")
     stdout.print(table)
 
@@ -49,16 +50,14 @@ def status(run_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(r))
         return
-    stdout.print(f"run [bold]{r['id']}[/] {r['status']} — {r['notebook']}\nMLflow run {r['mlflow_run_id']} "
-                 f"({r['tracking_uri']})", soft_wrap=True)
-    if r.get("error") and not r["error"].get("stage"):  # a stage's error is on its row below
-        stdout.print(f"error: {r['error'].get('type')}: {r['error'].get('message')}", markup=False, soft_wrap=True)
+    stdout.print(f"run [bold]{r['id']}[/] {r['status']} — {escape(r['notebook'])}\nMLflow run {r['mlflow_run_id']} "
+                 f"({escape(str(r['tracking_uri']))})", soft_wrap=True)
     table = Table("stage", "status", "attempts", "duration", "error", box=None, pad_edge=False)
     for name, s in r["stages"].items():
         error = s["error"]
         text = f"cell {error.get('cell_index')}: {error['type']}: {error['message']}" if error else ""
-        table.add_row(name, s["status"], str(s["attempts"]),
-                      f"{s['duration_s']:.2f}s" if s["duration_s"] is not None else "", text)
+        table.add_row(escape(name), s["status"], str(s["attempts"]),
+                      f"{s['duration_s']:.2f}s" if s["duration_s"] is not None else "", escape(text))
     stdout.print(table)
     for line in check_lines(r):
         stdout.print(line, soft_wrap=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import graphlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,19 +31,23 @@ class _Cell:
 
 def real_path(path: str | Path) -> Path:
     """The absolute path of ``path``, symlinks resolved; a NotebookError for a path no file can have (a symlink
-    loop, a name too long, characters the file system cannot take), its ``details["reason"]`` saying which."""
+    loop, a name too long, characters the file system cannot take), its ``details["reason"]`` saying which. A
+    missing or unreadable file is the reader's to report."""
     try:
         real = Path(path).resolve()
-        real.exists()  # raises for a name too long; a missing file is the reader's to report
+        os.stat(real)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
         return real
-    except RuntimeError:  # Python < 3.13: a symlink loop
+    except RuntimeError:  # Python < 3.13 resolving a symlink loop
         reason = "a symlink loop"
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
+    except OSError as exc:  # Python >= 3.13 resolves a loop as it is; stat then fails with ELOOP
+        reason = "a symlink loop" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
     except UnicodeError:
         reason = "characters the file system cannot hold"
     except ValueError as exc:  # a NUL byte
         reason = str(exc)
+    else:
+        return real
     raise NotebookError(f"{str(path)!r} is not a usable path: {reason}", reason=reason)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import click
 from IPython.display import display
 
-from nb2prod.contracts import SUCCESSFUL
+from nb2prod.contracts import MASK, SUCCESSFUL
 from nb2prod.contracts.options import MAGICS, click_options, from_click
 from nb2prod.errors import Nb2ProdError, UsageError
 from nb2prod.notebook.run_view import FINISHED_RUN, RunView, widget_frontend
@@ -69,20 +69,23 @@ def params(magics, path: str | None, wait: bool | None, **kw: Any) -> None:
     if spec["errors"]:
         raise Nb2ProdError(f"{notebook.name} is not a valid pipeline ({len(spec['errors'])} error(s)); "
                            "see %nb2prod check")
-    given = api.prepare(notebook, options).overrides  # -p values checked (and typed) as a run checks them
+    prepared = api.prepare(notebook, options)  # -p values checked (and typed) as a run checks them
+    given = {k: prepared.shown[k] for k in prepared.overrides}  # a secret's value is the mask
     if not widget_frontend():
         print(params_text(spec["parameters"], given))
         return
+    hidden = {k for k, v in given.items() if v == MASK}  # never shown: the form keeps their defaults
+    inline = {k: v for k, v in options.parameters.items() if k in hidden}  # given with -p: kept as given
 
     def on_run(values: dict[str, Any]) -> None:
-        options.parameters = values  # the form shows every parameter, -p values pre-filled
+        options.parameters = {**inline, **values}  # every parameter shown, -p values pre-filled; secrets as given
         try:
             magics.warn_if_unsaved(notebook)
             magics.launch(notebook, options, wait)
         except Nb2ProdError as exc:
             form.message.value = f'<span style="color:#c62828">{html.escape(exc.message)}</span>'
 
-    form = ParamsForm(spec["parameters"], on_run, initial=given)
+    form = ParamsForm(spec["parameters"], on_run, initial={k: prepared.overrides[k] for k in given if k not in hidden})
     magics.last_form = form
     display(form)
 

@@ -307,6 +307,15 @@ def without_serialization_addons() -> None:
 _SERIALIZATION_ADDONS = True
 
 
+def _reread_auth_settings() -> None:
+    """Make a Ray imported before :func:`embedded_env` was set (a kernel whose notebook imported ray, then ran
+    ``%nb2prod run``) read its token settings again, as Ray's own tests reset them; else it cannot join."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
 def connect(address: str | None = None, warm: dict[str, Any] | None = None) -> str:
     """Connect this process to Ray: ``address``, else ``RAY_ADDRESS``, else the embedded cluster (started, with
     ``warm`` for its keeper, if it is not up)."""
@@ -315,7 +324,10 @@ def connect(address: str | None = None, warm: dict[str, Any] | None = None) -> s
     state = _state()
     embedded = not address or bool(state and state["address"] == address)
     if embedded:
+        imported_before = "ray" in sys.modules and not sys.modules["ray"].is_initialized()
         os.environ.update(embedded_env())
+        if imported_before:
+            _reread_auth_settings()
         address = start(warm=warm)
         extra["_node_ip_address"] = LOOPBACK  # else Ray may resolve 127.0.0.1 to the external IP and hang
     elif os.environ.get("NB2PROD_NODE_IP"):  # a keeper in the cluster: its own node (clients: Ray finds theirs)

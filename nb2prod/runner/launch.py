@@ -101,17 +101,22 @@ def _check_paths(options: RunOptions, sources: set[Path]) -> None:
 
         cache.cache_dir(options.cache_dir)  # a directory that is not a cache is refused here, not mid-run
     if options.output_notebook:
-        target = Path(options.output_notebook)
-        if target.is_dir():
-            raise UsageError(f"--output-notebook {target} is a directory; give the path of the notebook file to write")
-        if real_path(target) in sources:
-            raise UsageError(f"--output-notebook {target} is the notebook being run; the executed copy would replace "
-                             "it: give another path")
-        if not target.parent.is_dir():
-            what = "is a file, not a directory" if target.parent.exists() else "does not exist"
-            raise UsageError(f"--output-notebook {target}: {target.parent} {what}")
-        if not os.access(target.parent, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
-            raise UsageError(f"--output-notebook {target}: not writable")
+        check_output_notebook(options.output_notebook, sources)
+
+
+def check_output_notebook(path: str, sources: set[Path]) -> None:
+    """A UsageError unless an executed notebook can be written at ``path``, which is not one of ``sources``."""
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"--output-notebook {target} is a directory; give the path of the notebook file to write")
+    if real_path(target) in sources:
+        raise UsageError(f"--output-notebook {target} is the notebook being run; the executed copy would replace "
+                         "it: give another path")
+    if not target.parent.is_dir():
+        what = "is a file, not a directory" if target.parent.exists() else "does not exist"
+        raise UsageError(f"--output-notebook {target}: {target.parent} {what}")
+    if not os.access(target.parent, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise UsageError(f"--output-notebook {target}: not writable")
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -136,9 +141,9 @@ def _notebook_for(spec: PipelineSpec) -> dict[str, Any]:
 
 def _absolute_uri(uri: str) -> str:
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+        return f"sqlite:///{real_path(uri[len('sqlite:///'):])}"
     if "://" not in uri and not uri.startswith("file:"):
-        return str(Path(uri).resolve())
+        return str(real_path(uri))
     return uri
 
 

@@ -82,7 +82,7 @@ def add(name: str, notebook: str, cron: str, *, tz: str = "UTC", parameters: dic
 
         check = lambda: prepare(path, run_options)  # noqa: E731
     else:
-        check = lambda: _check_notebook_mode(path, sample, run_options.secrets)  # noqa: E731
+        check = lambda: _check_notebook_mode(path, sample, run_options)  # noqa: E731
     try:
         check()
     except (ValidationError, NotebookError) as exc:  # missing / not a notebook / not a pipeline: bad input
@@ -101,12 +101,16 @@ def add(name: str, notebook: str, cron: str, *, tz: str = "UTC", parameters: dic
     return show(name)
 
 
-def _check_notebook_mode(path: Path, sample: dict[str, Any], secret_names: list[str]) -> None:
+def _check_notebook_mode(path: Path, sample: dict[str, Any], options: RunOptions) -> None:
+    from nb2prod.runner.launch import check_output_notebook
+
     spec = build_spec(path)
     validate_parameters(spec, sample)
-    unknown = [n for n in secret_names if n not in spec.parameters]
+    unknown = [n for n in options.secrets if n not in spec.parameters]
     if unknown:
         raise UsageError(f"--secret names unknown parameter(s): {', '.join(unknown)}")
+    if options.output_notebook:
+        check_output_notebook(options.output_notebook, {path})
 
 
 def check_name(name: object) -> str:

@@ -128,7 +128,7 @@ class Nb2ProdHandler(APIHandler):
         """The one place exceptions become HTTP answers."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
         status = http_status(exc, status_code)
-        if isinstance(exc, Nb2ProdError):
+        if isinstance(exc, Nb2ProdError) and status < 500:
             body = exc.to_dict()
         elif isinstance(exc, web.HTTPError):
             body = {"error": exc.log_message or exc.reason or HTTPStatus(status).phrase}
@@ -141,7 +141,10 @@ class Nb2ProdHandler(APIHandler):
         self.finish(json.dumps(body, default=str))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, Nb2ProdError):  # a user error: one line, no traceback
+        if isinstance(value, Nb2ProdError) and http_status(value, 400) >= 500:  # the operator's: logged, not sent
+            self.log.error("nb2prod %s %s -> %s: %s", self.request.method, self.request.path,
+                           http_status(value, 400), value.message)
+        elif isinstance(value, Nb2ProdError):  # a user error: one line, no traceback
             self.log.info("nb2prod %s %s -> %s: %s", self.request.method, self.request.path,
                           http_status(value, 400), value.message.splitlines()[0] if value.message else "")
         else:

@@ -124,6 +124,6 @@ def relative(root: str | Path, path: str | None) -> str | None:
     if not path:
         return None
     try:
-        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
-    except ValueError:
+        return real_path(path).relative_to(Path(root).resolve()).as_posix()
+    except (ValueError, NotebookError):  # outside, or no longer a usable path (a symlink loop since)
         return None

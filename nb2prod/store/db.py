@@ -19,7 +19,7 @@ from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from nb2prod.errors import Nb2ProdError
+from nb2prod.errors import StoreUnavailable
 from nb2prod.home import home_dir, private_file
 
 if TYPE_CHECKING:
@@ -40,12 +40,12 @@ def _url(raw: str) -> URL:
     try:
         url = make_url(raw)
     except (ArgumentError, ValueError):  # the text may hold a password: never echo it
-        raise Nb2ProdError("NB2PROD_DATABASE_URL is not a database URL; use e.g. "
+        raise StoreUnavailable("NB2PROD_DATABASE_URL is not a database URL; use e.g. "
                            "postgresql+psycopg://USER@HOST:5432/DATABASE or sqlite:////path/nb2prod.db") from None
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() not in ("sqlite", "postgresql"):
-        raise Nb2ProdError(f"NB2PROD_DATABASE_URL names a {url.get_backend_name()} database; nb2prod's store is SQLite "
+        raise StoreUnavailable(f"NB2PROD_DATABASE_URL names a {url.get_backend_name()} database; nb2prod's store is SQLite "
                            "or PostgreSQL (postgresql+psycopg://USER@HOST:5432/DATABASE)")
     return url
 
@@ -87,10 +87,15 @@ def _engine(raw: str) -> Engine:
     return engine
 
 
-def _unusable(url: URL, reason: str) -> Nb2ProdError:
-    """The one error for a store that cannot be opened: the URL without its password, the first line of why."""
-    shown = url.render_as_string(hide_password=True)
-    return Nb2ProdError(f"cannot open the run store {shown}: {reason.splitlines()[0]}; check NB2PROD_DATABASE_URL")
+def _unusable(url: URL, reason: str) -> StoreUnavailable:
+    """The one error for a store that cannot be opened: the URL without its password (nor a credential in its
+    query), the first line of why."""
+    from nb2prod.secret import CREDENTIAL_KEYS, MASK
+
+    query = {k: (MASK if CREDENTIAL_KEYS.search(k) else v) for k, v in url.query.items()}
+    shown = url.set(query=query).render_as_string(hide_password=True)
+    why = (reason.strip().splitlines() or ["no reason given"])[0]
+    return StoreUnavailable(f"cannot open the run store {shown}: {why}; check NB2PROD_DATABASE_URL")
 
 
 def engine() -> Engine:

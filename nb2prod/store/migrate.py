@@ -19,7 +19,7 @@ from typing import Iterator
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
-from nb2prod.errors import Nb2ProdError
+from nb2prod.errors import StoreUnavailable
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "nb2prod_alembic_version"  # not alembic_version: MLflow's Alembic may share the database
@@ -47,10 +47,10 @@ def ensure_current(engine: Engine) -> None:
         if found == target:
             return  # another process migrated it while we waited for the lock
         if found is not None and found > target:
-            raise Nb2ProdError(f"the run store {engine.url} is at schema revision {found}, newer than this nb2prod "
+            raise StoreUnavailable(f"the run store {engine.url} is at schema revision {found}, newer than this nb2prod "
                                f"knows ({target}); upgrade nb2prod")
         if found is None and "nb2prod_meta" not in tables and tables & set(OUR_TABLES):
-            raise Nb2ProdError(f"the database {engine.url} already has tables named like nb2prod's "
+            raise StoreUnavailable(f"the database {engine.url} already has tables named like nb2prod's "
                                f"({', '.join(sorted(tables & set(OUR_TABLES)))}) but is not an nb2prod run store "
                                "(an MLflow database?); give NB2PROD_DATABASE_URL a database of its own")
         from alembic import command

@@ -144,3 +144,12 @@ def test_a_cluster_that_cannot_start_leaves_no_keeper_behind(tmp_path, monkeypat
     time.sleep(1)
     left = [p.pid for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
     assert not left and not (home / "cluster" / "cluster.json").exists(), left
+
+
+def test_a_process_that_imported_ray_first_joins_the_embedded_cluster(ray_cluster):
+    """A kernel whose notebook imported ray before ``%nb2prod run``: Ray read its token settings at import."""
+    code = ("import ray\nfrom nb2prod.runner import cluster\ncluster.connect()\n"
+            "print('joined', ray.get(ray.put(41)) + 1)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0 and "joined 42" in proc.stdout, proc.stderr[-2000:]

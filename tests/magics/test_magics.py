@@ -49,6 +49,7 @@ def headless(tmp_path_factory):
         (f"%nb2prod run {pipeline} -p scale", ["raises-exception"]),               # 22
         (f"%nb2prod params {pipeline} -p scale 3.7", ["raises-exception"]),        # 23
         f"%nb2prod params {pipeline} -p scale 7",                                  # 24
+        f"%nb2prod params {pipeline} -p scale 9753 --secret scale",                # 25
     ])
     return execute(nb)
 
@@ -122,6 +123,8 @@ def test_params_without_widgets_is_text(headless):
     assert "scale" in out and "int" in out and "fail" in out and "bool" in out
     assert not data(headless.cells[14], "application/vnd.jupyter.widget-view+json")
     assert "scale                int    7 (given)" in text(headless.cells[24])
+    assert "scale                int    '***' (given)" in text(headless.cells[25])  # a secret is never shown
+    assert "9753" not in text(headless.cells[25])
 
 
 def test_help(headless):

@@ -174,7 +174,7 @@ def test_run_options_carry_mlops_fields_and_refuse_bad_ones():
                                     "fail_on_drift": True, "drift_reference": "previous"})
     assert RunOptions.from_dict(options.to_dict()) == options
     check_options(options)
-    with pytest.raises(UsageError, match="a number"):
+    with pytest.raises(UsageError, match="a finite number"):
         RunOptions.from_dict({"drift_threshold": True})
     for bad, fragment in [({"gates": ["accuracy"]}, "METRIC OP NUMBER"), ({"drift_threshold": 0}, "positive"),
                           ({"promote": "a b"}, "promote alias"), ({"drift_reference": ""}, "champion, previous")]:

@@ -39,7 +39,8 @@ def test_add_refuses_bad_input_and_stores_nothing(plain_nb):
            dict(cron="@daily", parameters={"day": "{{ os.system }}"}), dict(cron="@daily", mode="batch"),
            dict(cron="@daily", catchup="some"), dict(cron="@daily", max_concurrent=0),
            dict(cron="@daily", options={"colour": "red"}), dict(cron="@daily", options={"stages": ["nope"]}),
-           dict(cron="@daily", notify_url="file:///etc/passwd"), dict(cron="@daily", timeout_s=0)]
+           dict(cron="@daily", notify_url="file:///etc/passwd"), dict(cron="@daily", timeout_s=0),
+           dict(cron="@daily", mode="notebook", options={"output_notebook": str(plain_nb)})]
     for kwargs in bad:
         with pytest.raises(UsageError):
             schedules.add("bad", str(plain_nb), **kwargs)

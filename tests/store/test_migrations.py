@@ -158,7 +158,8 @@ def test_an_unreachable_or_malformed_store_url_is_a_clear_error(tmp_path, monkey
         out.stderr and "hunter2" not in out.stderr and "Traceback" not in out.stderr
     for url, fragment in (("hunter2 is not a url", "not a database URL"),
                           ("postgresql://ana:hunter2@127.0.0.1:port/team", "not a database URL"),
-                          ("mysql://ana:hunter2@127.0.0.1/team", "names a mysql database; nb2prod's store is SQLite or")):
+                          ("mysql://ana:hunter2@127.0.0.1/team", "names a mysql database; nb2prod's store is SQLite or"),
+                          ("postgresql://ana@127.0.0.1:1/team?password=hunter2", "cannot open the run store postgresql")):
         monkeypatch.setenv("NB2PROD_DATABASE_URL", url)
         out = run_cli("runs")
         assert out.returncode == 1 and fragment in out.stderr and "hunter2" not in out.stderr, out.stderr
