@@ -124,7 +124,10 @@ def _mark_mlflow_failed(tracking_uri: str, mlflow_run_id: str | None, reason: st
 def _resolve_references(options: RunOptions) -> None:
     """The runs the options name, resolved before anything is recorded: an unknown one is an error now."""
     if options.resume_from:
-        options.resume_from = store.resolve_run_id(options.resume_from)
+        try:
+            options.resume_from = store.resolve_run_id(options.resume_from)
+        except RunNotFound as exc:  # a bad option value, not a missing resource
+            raise UsageError(f"--resume: {exc.message}") from None
     options.drift_reference = _drift_reference(options)
 
 
@@ -150,9 +153,8 @@ def start_run(path: str | Path, options: RunOptions | None = None, *, origin: st
 
     With a Jobs API address (``http(s)://``: ``ray_address``, ``RAY_API_SERVER_ADDRESS`` or ``RAY_ADDRESS``) the
     run is a Ray job on that cluster; otherwise a detached local process."""
-    from nb2prod.runner import jobs
-
     from nb2prod.cache.plan import resumed_run
+    from nb2prod.runner import jobs
 
     options = options or RunOptions()
     _resolve_references(options)
@@ -210,7 +212,8 @@ def list_runs(notebook: str | Path | None = None, limit: int = 50) -> list[dict[
         detached.adopt_all()
     except Nb2ProdError:
         pass  # the cluster is unreachable: list what this client knows
-    records = store.list_runs(str(real_path(notebook)) if notebook else None, limit)
+    notebook = str(real_path(notebook)) if notebook else None
+    records = store.list_runs(notebook, limit)
     stale = [r for r in records if detached.job_address(r) and r["status"] == RunStatus.RUNNING.value]
     for record in stale:
         try:
@@ -218,7 +221,7 @@ def list_runs(notebook: str | Path | None = None, limit: int = 50) -> list[dict[
         except Nb2ProdError:
             pass  # shown as last known; `nb2prod status` says why it cannot be refreshed
     if stale:
-        records = store.list_runs(str(real_path(notebook)) if notebook else None, limit)
+        records = store.list_runs(notebook, limit)
     return [_shown(r) for r in records]
 
 

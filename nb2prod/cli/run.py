@@ -14,7 +14,7 @@ from rich.markup import escape
 from nb2prod import secret
 from nb2prod.cli import cli
 from nb2prod.cli.render import print_checks, stderr
-from nb2prod.contracts import location
+from nb2prod.contracts import location, succeeded
 from nb2prod.contracts.options import RESUME, RUN, RunOptions, click_options, from_click
 from nb2prod.errors import Nb2ProdError
 
@@ -132,7 +132,7 @@ def execute(notebook: str, options: RunOptions, *, as_json: bool, quiet: bool, r
     _summary(record)
     if record["status"] == "cancelled":
         sys.exit(130)
-    sys.exit(0 if record["status"] == "done" and record["gate"]["status"] != "failed" else 1)
+    sys.exit(0 if succeeded(record) else 1)
 
 
 def result_json(record: dict[str, Any]) -> dict[str, Any]:

@@ -11,8 +11,8 @@ promotion outcome as lines | ``records.py`` |
 
 from nb2prod.contracts.events import EventKind, RunEvent
 from nb2prod.contracts.options import RunOptions
-from nb2prod.contracts.records import SUCCESSFUL, RunRecord, StageRecord, mlflow_link, outcome_lines
+from nb2prod.contracts.records import SUCCESSFUL, RunRecord, StageRecord, mlflow_link, outcome_lines, succeeded
 from nb2prod.contracts.results import MASK, StageError, StageResult, location, mask
 
 __all__ = ["EventKind", "RunEvent", "RunOptions", "SUCCESSFUL", "RunRecord", "StageRecord", "mlflow_link",
-           "outcome_lines", "MASK", "StageError", "StageResult", "location", "mask"]
+           "outcome_lines", "succeeded", "MASK", "StageError", "StageResult", "location", "mask"]

@@ -57,6 +57,11 @@ def mlflow_link(record: dict[str, Any], base: str | None = None) -> str | None:
     return f"{base.rstrip('/')}/#/experiments/{experiment or 0}/runs/{run}"
 
 
+def succeeded(record: dict[str, Any]) -> bool:
+    """Whether a finished run succeeded: done, and no gate failed (the CLI's exit 0, a magic's passing cell)."""
+    return record["status"] == "done" and (record.get("gate") or {}).get("status") != "failed"
+
+
 def outcome_lines(record: dict[str, Any]) -> list[tuple[str, str]]:
     """``[(level, text)]`` with level ``ok``, ``bad`` or ``warn``: why the run failed when no stage says so (its
     output notebook could not be written, its coordinator failed), then its gates, drift checks and promotion."""

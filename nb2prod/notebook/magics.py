@@ -196,12 +196,13 @@ class MagicError(Exception):
 
 def run_failure(record: dict[str, Any]) -> str | None:
     """Why a finished run did not succeed (its status and first error, or its failed gate); None if it did."""
-    gate = record.get("gate") or {}
-    if record["status"] == "done" and gate.get("status") != "failed":
+    from nb2prod.contracts import succeeded
+
+    if succeeded(record):
         return None
     error = record.get("error") or {}
     if record["status"] == "done":
-        why = f"gate failed: {gate.get('reason')}"
+        why = f"gate failed: {(record.get('gate') or {}).get('reason')}"
     elif error:
         where = f"stage {error['stage']!r}: " if error.get("stage") else ""
         why = f"{where}{error.get('type')}: {error.get('message')}"

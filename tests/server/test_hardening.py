@@ -176,7 +176,7 @@ async def test_bodies_and_paths_no_file_can_have_are_400(jp_fetch, root):
         code, answer = await fetch_json(jp_fetch, "nb2prod", "runs", method="POST", body=raw)
         assert code == 400 and fragment in answer["error"], answer
     code, answer = await fetch_json(jp_fetch, "nb2prod", "runs", **post({"path": "pipeline.ipynb", "resume_from": "nope"}))
-    assert code == 404 and "no run 'nope'" in answer["error"], answer
+    assert code == 400 and "--resume: no run 'nope'" in answer["error"], answer
     code, runs = await fetch_json(jp_fetch, "nb2prod", "runs", params={"notebook": "pipeline.ipynb"})
     assert code == 200 and runs == []  # none of these started a run
 
