@@ -104,7 +104,8 @@ def client(address: str):
     import requests
     from ray.job_submission import JobSubmissionClient
 
-    for name in ("ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk"):
+    for name in ("ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk",
+                 "ray._private.runtime_env.packaging"):
         logging.getLogger(name).setLevel(logging.WARNING)  # no INFO lines on each upload or connection
     try:
         return JobSubmissionClient(address, headers=auth_headers())
