@@ -250,17 +250,9 @@ def stage_log(run_id: str, stage: str) -> str | None:
     record = store.get_run(run_id)
     directory = run_dir(record["id"])
     if _outputs_elsewhere(record, directory):
-        from nb2prod.runner.detached import download_outputs
-        from nb2prod.tracking import Tracker
+        from nb2prod.runner.detached import fetch_outputs
 
-        tracker = Tracker(record["tracking_uri"])
-        try:
-            tracker.client.get_run(record["mlflow_run_id"])
-        except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the reason is shown
-            raise Nb2ProdError(f"run {record['id']}'s outputs are not on this client, and its MLflow run at "
-                               f"{secret.redact_uri(record['tracking_uri'])} cannot be read: "
-                               f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0]}") from None
-        download_outputs(tracker, record["mlflow_run_id"], record["id"])
+        fetch_outputs(record)
         write_private(directory / FETCHED, "")
     path = directory / "logs" / f"{stage}.log"
     return path.read_text(errors="replace") if path.is_file() else None

@@ -159,5 +159,5 @@ def _summary(record: dict[str, Any]) -> None:
     print_checks(record)
     color = {"done": "green", "failed": "red", "cancelled": "magenta"}.get(record["status"], "yellow")
     stderr.print(f"run [bold]{record['id']}[/] [{color}]{record['status']}[/] in {record['duration_s']:.2f}s — "
-                 f"MLflow run {record['mlflow_run_id']} at {escape(str(record['tracking_uri']))} (see `nb2prod ui`)", markup=True,
-                 soft_wrap=True)
+                 f"MLflow run {record['mlflow_run_id']} at {escape(str(record['tracking_uri']))} (see `nb2prod ui`)",
+                 markup=True, soft_wrap=True)

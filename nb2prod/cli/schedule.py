@@ -185,8 +185,9 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 @click.option("--once", is_flag=True, help="Fire what is due, wait for those runs, and exit (for cron/systemd).")
 @click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.1, 3600), callback=_finite,
               help="Seconds between ticks.")
-@click.option("--grace", "grace_s", type=click.FloatRange(0), callback=_finite, help="A fire time older than this many seconds when first seen "
-              "was missed (catch-up applies). Default 90; with --once, set it to the timer's period.")
+@click.option("--grace", "grace_s", type=click.FloatRange(0), callback=_finite,
+              help="A fire time older than this many seconds when first seen was missed (catch-up applies). "
+                   "Default 90; with --once, set it to the timer's period.")
 def scheduler(once: bool, interval: float, grace_s: float | None) -> None:
     """Run the scheduler in the foreground (logs to stdout; SIGTERM/SIGINT stop it cleanly).
 

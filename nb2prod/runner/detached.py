@@ -153,6 +153,20 @@ def _finish(record: dict[str, Any], tracker, parent, job_status: str | None, job
     store.finish_run(record["id"], RunStatus(final), error, ended_at=_dt(ended))
 
 
+def fetch_outputs(record: dict[str, Any]) -> None:
+    """A finished run's executed notebook and stage logs from its MLflow run, for a client of a shared run store
+    that did not run it; an error saying so when the run cannot be read there."""
+    from nb2prod.tracking import Tracker
+
+    tracker = Tracker(record["tracking_uri"])
+    try:
+        tracker.client.get_run(record["mlflow_run_id"])
+    except Exception as exc:  # noqa: BLE001 - MLflow's errors (HTTP, auth, database), raised from deep inside
+        raise Nb2ProdError(f"run {record['id']}'s outputs are not on this client, and its MLflow run at "
+                           f"{redact_uri(record['tracking_uri'])} cannot be read: {_first_line(exc)}") from None
+    download_outputs(tracker, record["mlflow_run_id"], record["id"])
+
+
 def download_outputs(tracker, mlflow_run_id: str, run_id: str) -> None:
     """The executed notebook and stage logs of an MLflow run, where ``nb2prod logs`` and the run dir expect them."""
     from nb2prod.home import run_dir

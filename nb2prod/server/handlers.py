@@ -252,7 +252,8 @@ class SchedulePreviewHandler(Nb2ProdHandler):
         from nb2prod.scheduling import schedules
 
         cron, tz = self.get_query_argument("cron", "").strip(), self.get_query_argument("tz", "UTC")
-        self.reply(await self.blocking(schedules.preview, cron, tz, self.int_argument("count", 5, schedules.PREVIEW_MAX)))
+        count = self.int_argument("count", 5, schedules.PREVIEW_MAX)
+        self.reply(await self.blocking(schedules.preview, cron, tz, count))
 
 
 class SchedulersHandler(Nb2ProdHandler):

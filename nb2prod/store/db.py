@@ -45,8 +45,8 @@ def _url(raw: str) -> URL:
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() not in ("sqlite", "postgresql"):
-        raise StoreUnavailable(f"NB2PROD_DATABASE_URL names a {url.get_backend_name()} database; nb2prod's store is SQLite "
-                           "or PostgreSQL (postgresql+psycopg://USER@HOST:5432/DATABASE)")
+        raise StoreUnavailable(f"NB2PROD_DATABASE_URL names a {url.get_backend_name()} database; nb2prod's store "
+                               "is SQLite or PostgreSQL (postgresql+psycopg://USER@HOST:5432/DATABASE)")
     return url
 
 
